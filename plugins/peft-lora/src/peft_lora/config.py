@@ -1,0 +1,74 @@
+"""``LoraConfig``: the LoRA hyper-parameters, named as in Hugging Face PEFT's adapter_config.json."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from peft_core import PeftConfig
+
+
+class LoraConfig(PeftConfig):
+    """Low-rank adaptation: ``h = W x + (lora_alpha / r) * B A x`` on each target.
+
+    ``A`` is (r, in) and ``B`` is (out, r); ``B`` starts at zero so the model starts as
+    the base model. With ``use_rslora`` the scale is ``lora_alpha / sqrt(r)``.
+    """
+
+    unsupported_keys: ClassVar[dict[str, Any]] = {
+        "alora_invocation_tokens": None,
+        "arrow_config": None,
+        "corda_config": None,
+        "ensure_weight_tying": False,
+        "eva_config": None,
+        "kasa_config": None,
+        "layer_replication": None,
+        "loftq_config": {},
+        "lora_bias": False,
+        "lora_ga_config": None,
+        "megatron_config": None,
+        "megatron_core": "megatron.core",
+        "monteclora_config": None,
+        "qalora_group_size": 16,
+        "target_parameters": None,
+        "trainable_token_indices": None,
+        "use_bdlora": None,
+        "use_dora": False,
+        "use_qalora": False,
+        "velora_config": None,
+    }
+
+    peft_type: Literal["LORA"] = "LORA"
+    r: int = Field(default=8, gt=0, description="Rank of the update (rows of A, columns of B).")
+    lora_alpha: int | float = Field(default=8, description="Scale numerator: the update is scaled by alpha / r.")
+    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input, in [0, 1).")
+    bias: Literal["none", "all", "lora_only"] = Field(
+        default="none", description="Which biases train with the adapter: none, all, or those of adapted layers."
+    )
+    fan_in_fan_out: bool = Field(
+        default=False, description="Base weight is stored (in, out), as in GPT-2's Conv1D (set automatically)."
+    )
+    use_rslora: bool = Field(default=False, description="Scale by alpha / sqrt(r) (rank-stabilised LoRA).")
+    init_lora_weights: bool | Literal["gaussian"] = Field(
+        default=True,
+        description="True: A Kaiming-uniform, B zero; 'gaussian': A normal(1/r), B zero; False: both random.",
+    )
+    rank_pattern: dict[str, int] = Field(
+        default_factory=dict, description="Per-module rank: module name (suffix) or regex -> r."
+    )
+    alpha_pattern: dict[str, int | float] = Field(
+        default_factory=dict, description="Per-module alpha: module name (suffix) or regex -> lora_alpha."
+    )
+
+    @field_validator("rank_pattern")
+    @classmethod
+    def _positive_ranks(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {key: r for key, r in value.items() if r <= 0}
+        if bad:
+            raise ValueError(f"ranks must be > 0, got {bad}")
+        return value
+
+    def scaling(self) -> float:
+        """The factor applied to ``B A x``."""
+        return float(self.lora_alpha) / (self.r**0.5 if self.use_rslora else self.r)

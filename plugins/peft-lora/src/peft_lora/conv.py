@@ -1,0 +1,85 @@
+"""LoRA on ``nn.Conv1d``/``nn.Conv2d``/``nn.Conv3d``: A has the base kernel, B is 1x1."""
+
+from __future__ import annotations
+
+from typing import Any, TypeGuard
+
+import torch
+from torch import Tensor, nn
+
+from peft_lora.config import LoraConfig
+from peft_lora.layer import LoraLayer, _init_linear_pair, weight_of
+
+
+class Conv(LoraLayer):
+    """``y = conv(x) + scaling * B(A(x))``: A is conv(in -> r) with the base kernel, stride,
+    padding and dilation; B is a 1x1 conv(r -> out). Only ``groups=1`` bases."""
+
+    adapter_attribute_names = ("lora_A", "lora_B")
+
+    def __init__(self, base_layer: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> None:
+        super().__init__(base_layer)
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+
+    def update_layer(self, adapter_name: str, config: LoraConfig) -> None:  # type: ignore[override]
+        self._set_hyperparameters(adapter_name, config)
+        base = self.base_layer
+        assert isinstance(base, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+        conv = type(base)
+        device = base.weight.device
+        lora_a = conv(
+            base.in_channels,
+            config.r,
+            base.kernel_size,  # type: ignore[arg-type]
+            base.stride,  # type: ignore[arg-type]
+            base.padding,  # type: ignore[arg-type]
+            base.dilation,  # type: ignore[arg-type]
+            bias=False,
+            device=device,
+        )
+        lora_b = conv(config.r, base.out_channels, 1, 1, bias=False, device=device)
+        _init_linear_pair(lora_a, lora_b, config.init_lora_weights, config.r)
+        self.lora_A[adapter_name] = lora_a
+        self.lora_B[adapter_name] = lora_b
+
+    def delta_weight(self, adapter_name: str) -> Tensor:
+        a = weight_of(self.lora_A[adapter_name]).float()
+        b = weight_of(self.lora_B[adapter_name]).float()
+        delta = b.flatten(1) @ a.flatten(1)  # (out, in * kernel)
+        return delta.reshape(b.shape[0], *a.shape[1:]) * self.scaling[adapter_name]
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        result: Tensor = self.base_layer(x, *args, **kwargs)
+        if self.row_routing is not None and not self.disabled:
+            return self._forward_rows(x, result)
+        if not self.use_adapters:
+            return result
+        for name in self.active_adapters:
+            lora_a = self.lora_A[name]
+            dropped = self.lora_dropout[name](x.to(weight_of(lora_a).dtype))
+            result = result + (self.lora_B[name](lora_a(dropped)) * self.scaling[name]).to(result.dtype)
+        return result
+
+    def _forward_rows(self, x: Tensor, result: Tensor) -> Tensor:
+        # Convolutions are not a per-row matrix product; group the rows by adapter instead.
+        assert self.row_routing is not None
+        names = list(self.lora_A.keys())
+        self._check_row_dropout(names)
+        index = self.row_routing.layer_index(names, x.device)
+        for position, name in enumerate(names, start=1):
+            rows = (index == position).nonzero().flatten()
+            if rows.numel():
+                lora_a = self.lora_A[name]
+                delta = self.lora_B[name](lora_a(x[rows].to(weight_of(lora_a).dtype))) * self.scaling[name]
+                result = result.index_add(0, rows, delta.to(result.dtype))
+        return result
+
+
+def is_supported_conv(module: nn.Module) -> TypeGuard[nn.Conv1d | nn.Conv2d | nn.Conv3d]:
+    """Conv1d/2d/3d with ``groups=1`` (grouped kernels have no rank-r factorisation here)."""
+    return (
+        isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+        and module.groups == 1
+        and torch.is_floating_point(module.weight)
+    )

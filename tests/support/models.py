@@ -1,0 +1,84 @@
+"""Small models for tests: plain torch modules and random transformers models from configs."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class MLP(nn.Module):
+    """Embedding -> two linears -> head; every LoRA layer type but Conv has a place here."""
+
+    def __init__(self, vocab: int = 20, width: int = 16, classes: int = 3) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, width)
+        self.lin0 = nn.Linear(width, width)
+        self.lin1 = nn.Linear(width, width)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.lin0(self.emb(x)))
+        return self.head(torch.relu(self.lin1(h)))
+
+
+class ConvNet(nn.Module):
+    """Conv1d and Conv2d paths whose outputs are summed per row: (batch, classes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1d = nn.Conv1d(4, 6, 3, padding=1)
+        self.conv2d = nn.Conv2d(4, 6, 3, padding=1, stride=2)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (batch, 4, 8, 8)
+        a = self.conv1d(x.flatten(2)).mean(-1)
+        b = self.conv2d(x).mean((-1, -2))
+        return self.head(torch.cat([a, b], -1))
+
+
+def tiny_gpt2(seed: int = 0) -> nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=32, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(config).eval()
+
+
+def tiny_bert(seed: int = 0, num_labels: int = 2) -> nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=64,
+        max_position_embeddings=32,
+        num_labels=num_labels,
+    )
+    return BertForSequenceClassification(config).eval()
+
+
+def tiny_llama(seed: int = 0, tie_word_embeddings: bool = False) -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=64,
+        max_position_embeddings=32,
+        tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def token_ids(batch: int = 2, length: int = 8, vocab: int = 64, seed: int = 0) -> Tensor:
+    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from peft_core.errors import MergeError, PeftError
+from peft_core.exact_merge import MergeRecord, merge_exactly, unmerge_exactly
 
 if TYPE_CHECKING:
     from peft_core.config import PeftConfig
@@ -43,7 +44,12 @@ class AdapterLayer(nn.Module):
     """
 
     adapter_attribute_names: ClassVar[tuple[str, ...]] = ()
+    #: Whether forward honours ``row_routing`` (per-row adapters); ``adapter_rows`` refuses
+    #: models with a layer that does not, instead of silently ignoring ``adapter_names``.
     supports_row_routing: ClassVar[bool] = False
+    #: The dimension holding the adapter's rank, by saved key relative to the layer (e.g.
+    #: ``{"lora_A.weight": 0}``): lets a failed load call a shape mismatch a rank mismatch.
+    rank_dims: ClassVar[Mapping[str, int]] = {}
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
@@ -54,6 +60,10 @@ class AdapterLayer(nn.Module):
         self.merged_adapters: list[str] = []
         self.disabled = False
         self.row_routing: RowRouting | None = None
+        # Base parameters shared with modules outside this layer (tied weights), by name
+        # -> the other paths; merging into them is refused. Filled at injection.
+        self.shared_weights: dict[str, list[str]] = {}
+        self._merge_records: list[MergeRecord] = []  # oldest first; see exact_merge
 
     # --- what a subclass supplies ---
 
@@ -155,32 +165,49 @@ class AdapterLayer(nn.Module):
         ``finite`` (safe merge) checks the merged weights for NaN/inf. ``reversible`` says
         an unmerge must be able to undo the merge; layers that cannot promise it refuse.
         """
+        if self.shared_weights and self._mergeable(adapter_names):
+            self._refuse_shared_weights()
         if finite:
             for name, value in self.merged_weights(self._mergeable(adapter_names)).items():
                 if not torch.isfinite(value).all():
                     raise MergeError(f"merging {list(adapter_names)} gives non-finite values in {name!r}")
 
+    def _refuse_shared_weights(self) -> None:
+        shared = "; ".join(f"{name!r} is also {', '.join(others)}" for name, others in self.shared_weights.items())
+        raise MergeError(
+            f"this layer's weights are shared with other modules (tied weights: {shared}); merging "
+            "would change those modules too. Keep the adapter unmerged, or untie the weights first "
+            "(give the module its own copy of the parameter, and set tie_word_embeddings=False)"
+        )
+
+    def check_unmerge(self, adapter_names: Sequence[str]) -> None:
+        """Raise ``MergeError`` if these merged adapters cannot be taken out; changes nothing."""
+
     def _mergeable(self, adapter_names: Sequence[str]) -> list[str]:
         return [n for n in adapter_names if n in self.adapter_configs and n not in self.merged_adapters]
 
     def merge(self, adapter_names: Sequence[str]) -> None:
-        """Fold adapters into the base weights (computed in fp32, rounded once)."""
+        """Fold adapters into the base weights (computed in fp32, rounded once).
+
+        Either the layer is merged or, on an error, left bit-identical. An unmerge of the
+        same adapters restores the weights bit for bit (see ``exact_merge``).
+        """
         names = self._mergeable(adapter_names)
         if names:
-            self._assign(self.merged_weights(names))
+            self._merge_records.append(merge_exactly(self, names))
             self.merged_adapters.extend(names)
 
     def unmerge(self, adapter_names: Sequence[str] | None = None) -> None:
         """Take merged adapters (all by default) out of the base weights again."""
         names = [n for n in self.merged_adapters if adapter_names is None or n in adapter_names]
         if names:
-            self._assign(self.unmerged_weights(names))
+            unmerge_exactly(self, self._merge_records, names)
             self.merged_adapters = [n for n in self.merged_adapters if n not in names]
 
-    def _assign(self, values: dict[str, Tensor]) -> None:
-        with torch.no_grad():
-            for name, value in values.items():
-                self.base_layer.get_parameter(name).copy_(value)
+    def drop_merge_residues(self) -> None:
+        """Free what makes an unmerge exact; it then restores the weights within one rounding step."""
+        for record in self._merge_records:
+            record.residues.clear()
 
     def unwrapped(self, merge: bool) -> nn.Module:
         """The module that replaces this layer on unload (merged beforehand if ``merge``)."""

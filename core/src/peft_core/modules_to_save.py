@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from peft_core.errors import PeftError
+from peft_core.errors import MergeError, PeftError
 from peft_core.layer import AdapterLayer
 
 if TYPE_CHECKING:
@@ -67,6 +67,16 @@ class ModulesToSaveWrapper(AdapterLayer):
             if rows.numel():
                 out = out.index_copy(0, rows, self.modules_to_save[name](x[rows], *args, **kwargs))
         return out
+
+    def check_merge(self, adapter_names: Sequence[str], reversible: bool = True, finite: bool = False) -> None:
+        # Nothing is folded into weights (merge_adapter is a no-op here); only unloading with
+        # merge swaps the trained copy in, which would untie a tied original silently.
+        if not reversible and self.shared_weights and self.active_adapters and not self.disabled:
+            raise MergeError(
+                f"the original of this modules_to_save copy shares its weights with other modules "
+                f"({self.shared_weights}); unloading with merge would put the separately trained copy in "
+                "its place and untie them. Keep the PeftModel, or untie the weights first"
+            )
 
     def merge(self, adapter_names: Sequence[str]) -> None:
         # Nothing to fold: the copy already is the merged module; unload picks it.

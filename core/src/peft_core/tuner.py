@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
@@ -158,6 +159,7 @@ class BaseTuner:
         saved = self._find_modules_to_save(model, config, targets)
         self.check_targets(model, config, targets)
         active_before = self.active_adapter_names(model)
+        first = next(adapter_layers(model), None) is None
         try:
             for path in targets:
                 self._add_to_module(
@@ -172,8 +174,14 @@ class BaseTuner:
         except BaseException:
             self.delete_adapter(model, adapter_name)
             raise
-        self._freeze_base(model)
+        if first:
+            self._freeze_base(model)
+        elif not config.inference_mode:
+            # Later adapters leave every existing requires_grad flag as it is.
+            for param in self.extra_trainable_parameters(model, config).values():
+                param.requires_grad_(True)
         self.set_active_adapters(model, active_before or [adapter_name])
+        _note_shared_weights(model, [*targets, *saved])
         return targets
 
     def _add_to_module(
@@ -274,12 +282,15 @@ class BaseTuner:
         adapter_names: Sequence[str] | None = None,
         safe: bool = False,
         reversible: bool = True,
+        exact_unmerge: bool = True,
     ) -> None:
         """Merge adapters (default: the active ones) into the base weights, all layers or none.
 
         Every layer is checked before any is written: with ``safe`` that its merged weights
         are finite, with ``reversible`` that an unmerge can undo it. A failure part-way
-        rolls back the layers already merged.
+        rolls back the layers already merged, bit for bit. With ``exact_unmerge`` a later
+        unmerge restores the weights bit for bit too, at the cost of CPU memory for the
+        residues (see ``exact_merge``); without, it restores them within one rounding step.
         """
         layers = list(adapter_layers(model))
         names = list(adapter_names) if adapter_names is not None else self.active_adapter_names(model)
@@ -290,7 +301,7 @@ class BaseTuner:
             try:
                 layer.check_merge(names, reversible=reversible, finite=safe)
             except MergeError as exc:
-                raise MergeError(f"{path}: {exc}; nothing was merged") from None
+                raise MergeError(f"{path}: {str(exc).rstrip('.')}; nothing was merged") from None
         done: list[tuple[AdapterLayer, list[str]]] = []
         try:
             for _, layer in layers:
@@ -300,11 +311,21 @@ class BaseTuner:
         except Exception as exc:
             for layer, merged_now in reversed(done):
                 layer.unmerge(merged_now)
-            raise MergeError(f"merge failed and was rolled back: {exc}") from exc
+            failed = layers[len(done)][0]
+            raise MergeError(f"merge failed at {failed} and was rolled back in every layer: {exc}") from exc
+        if not exact_unmerge:
+            for layer, _ in done:
+                layer.drop_merge_residues()
 
     def unmerge(self, model: nn.Module) -> None:
-        """Take every merged adapter out of the base weights."""
-        for _, layer in adapter_layers(model):
+        """Take every merged adapter out of the base weights (every layer is checked first)."""
+        layers = list(adapter_layers(model))
+        for path, layer in layers:
+            try:
+                layer.check_unmerge(layer.merged_adapters)
+            except MergeError as exc:
+                raise MergeError(f"{path}: {str(exc).rstrip('.')}; nothing was unmerged") from None
+        for _, layer in layers:
             layer.unmerge()
 
     def unload(
@@ -318,3 +339,31 @@ class BaseTuner:
         for path, layer in list(adapter_layers(model)):
             set_submodule(model, path, layer.unwrapped(merge))
         return model
+
+
+def _note_shared_weights(model: nn.Module, paths: Sequence[str]) -> None:
+    """Record on each adapter layer which base parameters other modules share (tied weights).
+
+    Ties are found by parameter identity, as transformers ties embeddings. Merging into a
+    shared weight would change the other modules too, so those layers refuse to merge;
+    a warning at injection says so before any training is spent.
+    """
+    owners: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(param), []).append(name)
+    noted: list[str] = []
+    for path, layer in adapter_layers(model):
+        layer.shared_weights = {}
+        for name, param in layer.base_layer.named_parameters():
+            others = [other for other in owners.get(id(param), []) if not other.startswith(path + ".")]
+            if others:
+                layer.shared_weights[name] = others
+        if layer.shared_weights and path in paths:
+            noted.append(f"{path} ({', '.join(f'{n} is also {o[0]}' for n, o in layer.shared_weights.items())})")
+    if noted:
+        warnings.warn(
+            f"adapters on modules with tied weights: {'; '.join(noted)}. They train and run unmerged as "
+            "usual, but merging into them is refused: it would change the tied modules too.",
+            UserWarning,
+            stacklevel=4,
+        )

@@ -126,9 +126,9 @@ class IA3Layer(AdapterLayer):
 
     def _scaled(self, names: Sequence[str], invert: bool) -> dict[str, Tensor]:
         weight = self._weight()
-        new_weight = weight.float()
+        new_weight = weight.to(torch.promote_types(weight.dtype, torch.float32))  # fp64 stays fp64
         bias = getattr(self.base_layer, "bias", None)
-        new_bias = bias.float() if isinstance(bias, Tensor) else None
+        new_bias = bias.to(torch.promote_types(bias.dtype, torch.float32)) if isinstance(bias, Tensor) else None
         for feedforward in (True, False):
             scale = self._product(names, feedforward)
             if scale is None:
@@ -151,6 +151,15 @@ class IA3Layer(AdapterLayer):
                     f"ia3_l of {zero} has zero entries: a merge could not be undone (unmerge divides by it). "
                     "Use merge_and_unload(), which needs no unmerge, or keep the adapter unmerged."
                 )
+
+    def check_unmerge(self, adapter_names: Sequence[str]) -> None:
+        # Checked again at unmerge time: the vectors may have changed since the merge.
+        zero = [n for n in adapter_names if n in self.ia3_l and bool((self.ia3_l[n] == 0).any())]
+        if zero:
+            raise MergeError(
+                f"ia3_l of {zero} has zero entries: unmerging divides by it and cannot recover the weights. "
+                "Restore the vectors the merge used, or keep the merged weights with merge_and_unload()."
+            )
 
     def merged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
         return self._scaled(adapter_names, invert=False)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,12 @@ class LoraLayer(AdapterLayer):
     """Rank, scale and dropout per adapter; additive merging in fp32 with one rounding."""
 
     supports_row_routing = True
+    rank_dims: ClassVar[Mapping[str, int]] = {
+        "lora_A.weight": 0,
+        "lora_B.weight": 1,
+        "lora_embedding_A": 0,
+        "lora_embedding_B": 1,
+    }
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
@@ -44,13 +50,13 @@ class LoraLayer(AdapterLayer):
         return self.base_layer.get_parameter("weight")
 
     def merged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
-        weight = self._weight()
-        total = weight.float() + sum(self.delta_weight(n) for n in adapter_names)
+        weight = self._weight()  # summed in fp32 (fp64 for an fp64 base), rounded once
+        total = weight.to(torch.promote_types(weight.dtype, torch.float32)) + sum(map(self.delta_weight, adapter_names))
         return {"weight": total.to(weight.dtype)}
 
     def unmerged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
         weight = self._weight()
-        total = weight.float() - sum(self.delta_weight(n) for n in adapter_names)
+        total = weight.to(torch.promote_types(weight.dtype, torch.float32)) - sum(map(self.delta_weight, adapter_names))
         return {"weight": total.to(weight.dtype)}
 
     def _check_row_dropout(self, names: Sequence[str]) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,10 @@ from torch import Tensor
 
 from peft_core.config import PeftConfig
 from peft_core.errors import AdapterLoadError, AdapterSaveError, ConfigError, PluginError
+from peft_core.file_commit import commit_files, readable_path
 
+# An adapter_config.json is a few KB; anything this large is not one (and is not read whole).
+MAX_CONFIG_BYTES = 16 * 2**20
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 LEGACY_WEIGHTS_NAME = "adapter_model.bin"
@@ -27,21 +29,12 @@ def adapter_subdir(root: str | os.PathLike[str], adapter_name: str) -> Path:
     from peft_core.tuner import validate_adapter_name
 
     validate_adapter_name(adapter_name)
-    return Path(root) if adapter_name == DEFAULT_ADAPTER else Path(root) / adapter_name
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write via a temp file in the same folder and rename: readers see the old or new file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if adapter_name == DEFAULT_ADAPTER:
+        return Path(root)
+    path = Path(root) / adapter_name
+    if path.is_symlink() or (path.exists() and not path.resolve().is_relative_to(Path(root).resolve())):
+        raise AdapterSaveError(f"{path} points outside {root}; refusing to read or write an adapter through it")
+    return path
 
 
 def _write_text(path: str, text: str) -> None:
@@ -49,34 +42,52 @@ def _write_text(path: str, text: str) -> None:
 
 
 def write_adapter(directory: str | os.PathLike[str], config: PeftConfig, tensors: Mapping[str, Tensor]) -> None:
-    """Save one adapter: weights first, then config, each atomically."""
+    """Save one adapter: config and weights replace the old pair together (see file_commit).
+
+    Refused, with nothing written: 0-element tensors (unGathered sharded weights) and
+    non-finite values, which the loader would refuse too.
+    """
     empty = sorted(key for key, tensor in tensors.items() if tensor.numel() == 0)
     if empty:
         raise AdapterSaveError(
             f"refusing to save 0-element tensors {empty[:5]}: the weights are probably sharded "
             "(FSDP/ZeRO-3); gather the full state dict before saving"
         )
+    broken = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if broken:
+        raise AdapterSaveError(f"refusing to save tensors with NaN/inf values {broken[:5]}: the training diverged?")
     path = Path(directory)
     config_json = config.to_json_dict()
     config_json["inference_mode"] = True
     contiguous = {key: tensor.detach().contiguous() for key, tensor in tensors.items()}
+    text = json.dumps(config_json, indent=2, sort_keys=True) + "\n"
     try:
         path.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(contiguous, tmp, metadata={"format": "pt"}))
-        text = json.dumps(config_json, indent=2, sort_keys=True) + "\n"
-        _atomic_write(path / CONFIG_NAME, lambda tmp: _write_text(tmp, text))
+        commit_files(
+            path,
+            {
+                WEIGHTS_NAME: lambda tmp: save_file(contiguous, tmp, metadata={"format": "pt"}),
+                CONFIG_NAME: lambda tmp: _write_text(tmp, text),
+            },
+        )
     except OSError as exc:
-        raise AdapterSaveError(f"could not save the adapter to {path}: {exc}") from exc
+        raise AdapterSaveError(f"could not save the adapter to {path}: {exc}; the previous files are intact") from exc
 
 
 def read_config_dict(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw adapter_config.json of an adapter directory."""
-    path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise AdapterLoadError(f"no {CONFIG_NAME} in {Path(directory)}: is this an adapter directory?")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        found = readable_path(directory, CONFIG_NAME)
+    except OSError as exc:
+        raise AdapterLoadError(str(exc)) from exc
+    if found is None:
+        raise AdapterLoadError(f"no {CONFIG_NAME} in {Path(directory)}: is this an adapter directory?")
+    path = Path(directory) / CONFIG_NAME
+    try:
+        if found.stat().st_size > MAX_CONFIG_BYTES:
+            raise AdapterLoadError(f"{path} is over {MAX_CONFIG_BYTES} bytes: not an adapter config")
+        data = json.loads(found.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON, huge ints
         raise AdapterLoadError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise AdapterLoadError(f"{path} must hold a JSON object, not {type(data).__name__}")
@@ -102,8 +113,9 @@ def read_tensors(directory: str | os.PathLike[str]) -> dict[str, Tensor]:
     """The adapter tensors of a directory (safetensors; a legacy .bin only with weights_only)."""
     path = Path(directory)
     try:
-        if (path / WEIGHTS_NAME).is_file():
-            return load_file(path / WEIGHTS_NAME)
+        weights = readable_path(path, WEIGHTS_NAME)
+        if weights is not None:
+            return load_file(weights)
         if (path / LEGACY_WEIGHTS_NAME).is_file():
             loaded = torch.load(path / LEGACY_WEIGHTS_NAME, map_location="cpu", weights_only=True)
             if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):

@@ -6,6 +6,7 @@ written here load there and the other way round.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -22,10 +23,23 @@ def _is_neutral(value: Any) -> bool:
     return value is None or value is False or value in ({}, [], "")
 
 
+def check_regex(value: Any) -> Any:
+    """A single-string module spec is a regex: refuse one that does not compile (for validators)."""
+    if isinstance(value, str) and value != "all-linear":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(
+                f"{value!r} is not a valid regular expression ({exc}); give a list of names instead"
+            ) from None
+    return value
+
+
 class PeftConfig(BaseModel):
     """Fields shared by every method. Subclasses set ``peft_type`` and add their own."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan: NaN/inf hyper-parameters (JSON "NaN") would only show up as NaN outputs.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     #: Keys Hugging Face PEFT writes for features that this method does not have, with
     #: the value meaning "feature off". Written on save (for tools that expect them) and
@@ -66,6 +80,11 @@ class PeftConfig(BaseModel):
         if isinstance(value, set | frozenset | tuple):
             return sorted(value)
         return value
+
+    @field_validator("target_modules", "exclude_modules")
+    @classmethod
+    def _valid_regex(cls, value: Any) -> Any:
+        return check_regex(value)
 
     @field_validator("layers_to_transform")
     @classmethod

@@ -13,6 +13,7 @@ from peft_core.checkpoint import DEFAULT_ADAPTER, adapter_subdir, read_adapter, 
 from peft_core.config import PeftConfig
 from peft_core.errors import AdapterLoadError, MergeError, PeftError
 from peft_core.layer import adapter_layers, adapter_rows
+from peft_core.loading import check_adapter_fits, describe_error
 from peft_core.plugins import registry
 from peft_core.state_dict import LoadReport, get_peft_model_state_dict, set_peft_model_state_dict
 from peft_core.tuner import BaseTuner
@@ -135,9 +136,15 @@ class PeftModel(nn.Module):
 
     # --- merging ---
 
-    def merge_adapter(self, adapter_names: Sequence[str] | None = None, safe_merge: bool = False) -> None:
-        """Fold adapters (default: the active ones) into the base weights, all layers or none."""
-        self.tuner.merge(self.get_base_model(), adapter_names, safe_merge)
+    def merge_adapter(
+        self, adapter_names: Sequence[str] | None = None, safe_merge: bool = False, exact_unmerge: bool = True
+    ) -> None:
+        """Fold adapters (default: the active ones) into the base weights, all layers or none.
+
+        ``exact_unmerge`` keeps (in CPU memory) what lets ``unmerge_adapter`` restore the
+        base weights bit for bit; docs/reliability.md gives the cost and the tolerance without.
+        """
+        self.tuner.merge(self.get_base_model(), adapter_names, safe_merge, exact_unmerge=exact_unmerge)
 
     def unmerge_adapter(self) -> None:
         """Take merged adapters out of the base weights."""
@@ -202,11 +209,12 @@ class PeftModel(nn.Module):
         """
         config, tensors = read_adapter(model_id)
         config.inference_mode = not is_trainable
+        check_adapter_fits(model, config, tensors, adapter_name, strict, model_id, autocast_adapter_dtype)
         grad_flags = [(p, p.requires_grad) for p in model.parameters()]
         try:
             peft_model = cls(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
-        except PeftError as exc:
-            raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {exc}") from exc
+        except Exception as exc:  # injection rolled itself back; any failure of it is a load error here
+            raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {describe_error(exc)}") from exc
         try:
             set_peft_model_state_dict(peft_model, tensors, adapter_name, strict=strict)
         except BaseException:
@@ -226,10 +234,15 @@ class PeftModel(nn.Module):
         """Add the adapter saved in ``model_id`` as ``adapter_name`` (not made active)."""
         config, tensors = read_adapter(model_id)
         config.inference_mode = not is_trainable
+        if adapter_name in self.peft_config:
+            raise AdapterLoadError(f"adapter {adapter_name!r} already exists; delete_adapter() it or pick another name")
+        check_adapter_fits(
+            self.get_base_model(), config, tensors, adapter_name, strict, model_id, self.autocast_adapter_dtype
+        )
         try:
             self.add_adapter(adapter_name, config)
-        except PeftError as exc:
-            raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {exc}") from exc
+        except Exception as exc:  # injection rolled itself back
+            raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {describe_error(exc)}") from exc
         try:
             return set_peft_model_state_dict(self, tensors, adapter_name, strict=strict)
         except BaseException:

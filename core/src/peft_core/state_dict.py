@@ -83,9 +83,56 @@ def _describe(tensor: Tensor) -> str:
     return f"({tuple(tensor.shape)}, {str(tensor.dtype).removeprefix('torch.')})"
 
 
+# Floating-point dtypes an adapter checkpoint may hold (cast to the adapter's dtype on load).
+LOADABLE_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _rank_dims(model: nn.Module, adapter_name: str) -> dict[str, int]:
+    """Checkpoint key -> the dimension holding the adapter's rank, for layers that declare it."""
+    dims: dict[str, int] = {}
+    for path, layer in adapter_layers(model):
+        for key in layer.adapter_state_dict(adapter_name):
+            if key in layer.rank_dims:
+                dims[_join(path, key)] = layer.rank_dims[key]
+    return dims
+
+
+def _misfit(value: object, target: Tensor, rank_dim: int | None) -> str | None:
+    """Why checkpoint tensor ``value`` cannot be loaded into ``target``; None if it can."""
+    if not isinstance(value, Tensor):
+        return f"a {type(value).__name__}, not a tensor"
+    if value.numel() == 0 and target.numel() != 0:
+        return "empty (0-element) tensor: saved from sharded (ZeRO-3/FSDP) weights without gathering them?"
+    if value.shape != target.shape:
+        if rank_dim is not None and value.dim() == target.dim() > rank_dim:
+            others = [i for i in range(value.dim()) if i != rank_dim]
+            if all(value.shape[i] == target.shape[i] for i in others):
+                return f"rank {value.shape[rank_dim]} in checkpoint vs {target.shape[rank_dim]} in config"
+        return "shape differs"
+    if value.is_floating_point() != target.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        return "dtype cannot be loaded into the model's"
+    if not value.is_floating_point():
+        return None
+    if value.dtype not in LOADABLE_FLOATS:
+        return f"dtype not supported for adapter weights (use one of {[str(d) for d in LOADABLE_FLOATS]})"
+    bad = int((~torch.isfinite(value)).sum())
+    if bad:
+        return f"{bad} non-finite values (NaN/inf)"
+    limit = torch.finfo(target.dtype).max
+    if torch.finfo(value.dtype).max > limit and bool((value.abs() > limit).any()):
+        return f"values beyond the range of {str(target.dtype).removeprefix('torch.')} (max {limit:.3g})"
+    return None
+
+
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], adapter_name: str) -> LoadReport:
-    """Compare a checkpoint with the model's adapter without changing anything."""
+    """Compare a checkpoint with the model's adapter without changing anything.
+
+    Keys, shapes (a shape that differs only in the rank dimension is named a rank
+    mismatch), dtypes (floating point into floating point, of a supported kind) and
+    values (finite, and representable in the adapter's dtype).
+    """
     expected = adapter_tensors(model, adapter_name)
+    rank_dims = _rank_dims(model, adapter_name)
     params = dict(model.named_parameters())
     report = LoadReport()
     for key, value in state_dict.items():
@@ -95,16 +142,28 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], adapter
             report.base_keys.append(key)
         if target is None:
             report.unexpected.append(key)
-        elif (
-            not isinstance(value, Tensor)
-            or value.shape != target.shape
-            or value.numel() == 0
-            or (value.is_floating_point() != target.is_floating_point())
-        ):
+        elif (problem := _misfit(value, target, rank_dims.get(key))) is not None:
             got = _describe(value) if isinstance(value, Tensor) else type(value).__name__
-            report.mismatched.append(f"{key}: checkpoint {got} vs model {_describe(target)}")
+            report.mismatched.append(f"{key}: {problem}: checkpoint {got} vs model {_describe(target)}")
     report.missing = sorted(set(expected) - set(state_dict))
     return report
+
+
+def raise_or_warn(report: LoadReport, adapter_name: str, strict: bool) -> None:
+    """The one error (or, non-strict, warning) for a checkpoint that does not fit.
+
+    Tensors that are present but do not fit are an error even when not ``strict``: they
+    cannot be loaded, and skipping them would leave a different adapter than the one saved.
+    """
+    if report.ok:
+        return
+    if strict or report.mismatched:
+        raise AdapterLoadError(
+            f"checkpoint does not fit adapter {adapter_name!r}; nothing was loaded:\n{report.describe()}\n"
+            "Check that the adapter was trained for this model architecture and config."
+            + ("" if strict else " (strict=False tolerates missing and unexpected keys, not tensors that do not fit.)")
+        )
+    warnings.warn(f"loaded adapter {adapter_name!r} non-strictly; skipped:\n{report.describe()}", stacklevel=3)
 
 
 def set_peft_model_state_dict(
@@ -112,25 +171,18 @@ def set_peft_model_state_dict(
 ) -> LoadReport:
     """Copy a checkpoint's tensors into adapter ``adapter_name`` of ``model``.
 
-    Everything is checked first (keys, shapes, kinds of dtype); with ``strict`` any
-    difference raises ``AdapterLoadError`` listing it and the model is not touched.
-    Without ``strict`` the matching tensors are loaded and the report says what was not.
+    Everything is checked first (see ``check_state_dict``); any difference raises
+    ``AdapterLoadError`` listing it, and the model is not touched. Without ``strict``,
+    missing and unexpected keys are a warning instead and the rest is loaded.
     Floating-point tensors are cast to the adapter's dtype.
     """
     report = check_state_dict(model, state_dict, adapter_name)
-    if strict and not report.ok:
-        raise AdapterLoadError(
-            f"checkpoint does not fit adapter {adapter_name!r}; nothing was loaded:\n{report.describe()}\n"
-            "Check that the adapter was trained for this model architecture and config."
-        )
-    if not report.ok:
-        warnings.warn(f"loaded adapter {adapter_name!r} non-strictly; skipped:\n{report.describe()}", stacklevel=2)
+    raise_or_warn(report, adapter_name, strict)
     targets = adapter_tensors(model, adapter_name)
     params = dict(model.named_parameters())
-    bad = {line.split(":", 1)[0] for line in report.mismatched}
     with torch.no_grad():
         for key, value in state_dict.items():
             target = targets.get(key, params.get(key) if key in report.base_keys else None)
-            if target is not None and key not in bad:
+            if target is not None:
                 target.copy_(value)
     return report

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from peft_core import PeftConfig
+from peft_core.config import check_regex
 
 
 class IA3Config(PeftConfig):
@@ -28,7 +29,7 @@ class IA3Config(PeftConfig):
     @field_validator("feedforward_modules", mode="before")
     @classmethod
     def _ff_sets_to_lists(cls, value: object) -> object:
-        return sorted(value) if isinstance(value, set | frozenset | tuple) else value
+        return sorted(value) if isinstance(value, set | frozenset | tuple) else check_regex(value)
 
     @model_validator(mode="after")
     def _feedforward_within_targets(self) -> IA3Config:

@@ -44,9 +44,17 @@ def _write_text(path: str, text: str) -> None:
 def write_adapter(directory: str | os.PathLike[str], config: PeftConfig, tensors: Mapping[str, Tensor]) -> None:
     """Save one adapter: config and weights replace the old pair together (see file_commit).
 
-    Refused, with nothing written: 0-element tensors (unGathered sharded weights) and
-    non-finite values, which the loader would refuse too.
+    Refused, with nothing written: sharded DTensors and 0-element tensors (ungathered
+    sharded weights) and non-finite values, which the loader would refuse too.
     """
+    from peft_core.distributed import is_sharded
+
+    sharded = sorted(key for key, tensor in tensors.items() if is_sharded(tensor))
+    if sharded:
+        raise AdapterSaveError(
+            f"refusing to save sharded DTensors {sharded[:5]} (FSDP2): call "
+            "peft_core.distributed.save_pretrained(model, directory) on every rank instead"
+        )
     empty = sorted(key for key, tensor in tensors.items() if tensor.numel() == 0)
     if empty:
         raise AdapterSaveError(

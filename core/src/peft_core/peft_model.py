@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from peft_core.checkpoint import DEFAULT_ADAPTER, adapter_subdir, read_adapter, write_adapter
 from peft_core.config import PeftConfig
+from peft_core.distributed import select_adapter_state_dict
 from peft_core.errors import AdapterLoadError, MergeError, PeftError
 from peft_core.layer import adapter_layers, adapter_rows
 from peft_core.loading import check_adapter_fits, describe_error
@@ -182,15 +183,31 @@ class PeftModel(nn.Module):
     # --- checkpoints ---
 
     def save_pretrained(
-        self, save_directory: str | os.PathLike[str], selected_adapters: Sequence[str] | None = None, **_: Any
+        self,
+        save_directory: str | os.PathLike[str],
+        selected_adapters: Sequence[str] | None = None,
+        state_dict: Mapping[str, Tensor] | None = None,
+        is_main_process: bool = True,
+        **_: Any,
     ) -> None:
-        """Write each adapter (default: all) in the Hugging Face PEFT layout, atomically."""
+        """Write each adapter (default: all) in the Hugging Face PEFT layout, atomically.
+
+        As in Hugging Face PEFT (and as its Trainer calls it): ``state_dict`` is a full
+        model state dict gathered by the caller (named as ``self.state_dict()`` names it)
+        to take the adapter tensors from; ``is_main_process=False`` writes nothing.
+        Sharded models: see ``peft_core.distributed.save_pretrained``.
+        """
         names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
         unknown = [n for n in names if n not in self.peft_config]
         if unknown:
             raise PeftError(f"cannot save unknown adapters {unknown}; this model has {list(self.peft_config)}")
+        if not is_main_process:
+            return
         for name in names:
-            tensors = get_peft_model_state_dict(self, name)
+            if state_dict is None:
+                tensors = get_peft_model_state_dict(self, name)
+            else:
+                tensors = select_adapter_state_dict(self, state_dict, name)
             write_adapter(adapter_subdir(save_directory, name), self.peft_config[name], tensors)
 
     @classmethod

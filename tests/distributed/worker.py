@@ -1,0 +1,98 @@
+"""Run by torchrun (2 ranks, gloo, CPU): trains every DDP and FSDP2 case and writes what it saw.
+
+    PYTHONPATH=tests/distributed:tests python -m torch.distributed.run --nproc_per_node=2 \
+        tests/distributed/worker.py OUT_DIR
+
+For each case, rank r writes ``OUT_DIR/<mode>/<case>/rank<r>.safetensors`` (the gathered
+adapter tensors after training) and ``rank<r>.json`` (losses and facts), and calls
+``peft_core.distributed.save_pretrained`` with its own folder ``saved-by-rank<r>``: only
+rank 0's may appear. The tests compare all of it with a single-process run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import training_cases as cases
+from safetensors.torch import save_file
+from torch import Tensor
+
+from peft_core import AdapterSaveError, PeftError
+from peft_core.distributed import (
+    freeze_unused_adapters,
+    gather_adapter_state_dict,
+    save_pretrained,
+    shard_model,
+    wrap_ddp,
+)
+
+
+def _record(folder: Path, rank: int, tensors: dict[str, Tensor], facts: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, folder / f"rank{rank}.safetensors")
+    (folder / f"rank{rank}.json").write_text(json.dumps(facts, indent=1))
+
+
+def run_ddp(name: str, folder: Path, rank: int) -> None:
+    model = cases.build(name)
+    facts: dict[str, Any] = {}
+    if name == "two_adapters":
+        try:
+            wrap_ddp(model)
+        except PeftError as exc:
+            facts["wrap_error"] = str(exc)
+        facts["frozen"] = freeze_unused_adapters(model)
+    ddp = wrap_ddp(model)
+    facts["losses"] = cases.train(name, ddp, rank)
+    save_pretrained(ddp, folder / f"saved-by-rank{rank}")
+    _record(folder, rank, gather_adapter_state_dict(ddp), facts)
+
+
+def run_fsdp(name: str, folder: Path, rank: int) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    model = cases.build(name)
+    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    plan = shard_model(model)
+    facts: dict[str, Any] = {
+        "plan": [{"modules": g.modules, "trainable": g.trainable, "parameters": g.parameters} for g in plan],
+        "local_shapes": {n: list(p.to_local().shape) for n, p in model.named_parameters()},
+        "global_shapes": {n: list(p.shape) for n, p in model.named_parameters()},
+    }
+    facts["losses"] = cases.train(name, model, rank)
+    facts["frozen_max_change"] = max(
+        (p.full_tensor() - frozen_before[n]).abs().max().item()
+        for n, p in model.named_parameters()
+        if n in frozen_before
+    )
+    try:  # the plain save sees DTensor shards and must refuse them
+        model.save_pretrained(folder / f"plain-save-rank{rank}")
+    except AdapterSaveError as exc:
+        facts["plain_save_error"] = str(exc)
+    save_pretrained(model, folder / f"saved-by-rank{rank}")
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    model.save_pretrained(folder / f"dcp-saved-by-rank{rank}", state_dict=full, is_main_process=rank == 0)
+    _record(folder, rank, gather_adapter_state_dict(model), facts)
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    assert dist.get_world_size() == cases.WORLD_SIZE
+    try:
+        for name in cases.DDP_CASES:
+            run_ddp(name, out / "ddp" / name, rank)
+        for name in cases.FSDP_CASES:
+            run_fsdp(name, out / "fsdp" / name, rank)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -231,3 +231,13 @@ def test_distributed_save_of_a_plain_module_with_injected_adapters(tmp_path: Pat
     save_pretrained(module, tmp_path)
     assert set(_files(tmp_path)) == {"lin0.lora_A.weight", "lin0.lora_B.weight"}
     assert '"peft_type": "LORA"' in (tmp_path / "adapter_config.json").read_text()
+
+
+def test_fsdp1_models_get_a_clear_error() -> None:
+    class FullyShardedDataParallel(nn.Module):  # stands in for torch's FSDP1 wrapper: found by class name
+        def __init__(self, module: nn.Module) -> None:
+            super().__init__()
+            self.module = module
+
+    with pytest.raises(PeftError, match="FSDP1.*shard_model"):
+        gather_adapter_state_dict(FullyShardedDataParallel(_mlp()))

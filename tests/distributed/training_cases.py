@@ -120,7 +120,7 @@ def build(name: str) -> PeftModel:
     model.train()
     if case.checkpointing is not None:
         kwargs = {"use_reentrant": case.checkpointing}
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.23 deprecates the old name
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -39,3 +39,12 @@ class IA3Config(PeftConfig):
             if outside:
                 raise ValueError(f"feedforward_modules must be a subset of target_modules; not targets: {outside}")
         return self
+
+    def to_json_dict(self) -> dict[str, Any]:
+        # Hugging Face PEFT's IA3Config has no layer selection: leave those keys out unless
+        # used, so that it reads our adapters without an "unexpected keys" warning.
+        data = super().to_json_dict()
+        for key in ("layers_to_transform", "layers_pattern"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from peft_core import AdapterLayer, MergeError
 from peft_ia3.config import IA3Config
 
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
 
 class IA3Layer(AdapterLayer):
     """One ``ia3_l`` per adapter; active adapters multiply.
@@ -31,10 +33,14 @@ class IA3Layer(AdapterLayer):
     def _weight(self) -> Tensor:
         return self.base_layer.get_parameter("weight")
 
+    def _is_conv(self) -> bool:
+        return isinstance(self.base_layer, _CONV)
+
     def _vector_shape(self, feedforward: bool) -> tuple[int, ...]:
         weight = self._weight()
-        if isinstance(self.base_layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
-            channels = weight.shape[1] if feedforward else weight.shape[0]
+        if isinstance(conv := self.base_layer, _CONV):
+            # in_channels, not weight.shape[1]: a grouped conv's weight holds in_channels / groups.
+            channels = conv.in_channels if feedforward else conv.out_channels
             return (1, channels) + (1,) * (weight.dim() - 2)
         out_features, in_features = weight.shape[::-1] if self.fan_in_fan_out else weight.shape
         return (1, in_features) if feedforward else (out_features, 1)
@@ -66,7 +72,7 @@ class IA3Layer(AdapterLayer):
 
     def _channel_view(self, scale: Tensor, x: Tensor) -> Tensor:
         """Put a per-channel scale where ``x``'s channels are (last dim; dim 1 for convolutions)."""
-        if isinstance(self.base_layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+        if self._is_conv():
             return scale.view(-1, *([1] * (x.dim() - 2)))
         return scale
 
@@ -109,7 +115,7 @@ class IA3Layer(AdapterLayer):
 
     def _row_view(self, scale: Tensor, x: Tensor) -> Tensor:
         """(batch, C) scales shaped to broadcast against ``x`` row by row."""
-        if isinstance(self.base_layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+        if self._is_conv():
             return scale.view(scale.shape[0], -1, *([1] * (x.dim() - 2)))
         return scale.view(scale.shape[0], *([1] * (x.dim() - 2)), -1)
 
@@ -118,9 +124,14 @@ class IA3Layer(AdapterLayer):
     def _weight_scale(self, scale: Tensor, feedforward: bool) -> Tensor:
         """Shape a per-channel scale to multiply the weight (input or output channels)."""
         weight = self._weight()
-        if isinstance(self.base_layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
-            shape = [1, -1] if feedforward else [-1, 1]
-            return scale.view(*shape, *([1] * (weight.dim() - 2)))
+        if isinstance(conv := self.base_layer, _CONV):
+            kernel = [1] * (weight.dim() - 2)
+            if not feedforward:
+                return scale.view(-1, 1, *kernel)
+            # weight is (out, in / groups, ...): output channel o of group g reads inputs g * in/groups + j.
+            groups = conv.groups
+            per_group = scale.view(groups, 1, -1).expand(groups, conv.out_channels // groups, -1)
+            return per_group.reshape(conv.out_channels, -1, *kernel)
         along_rows = feedforward == self.fan_in_fan_out  # which weight dim holds the scaled channels
         return scale.view(-1, 1) if along_rows else scale.view(1, -1)
 
@@ -145,7 +156,8 @@ class IA3Layer(AdapterLayer):
     def check_merge(self, adapter_names: Sequence[str], reversible: bool = True, finite: bool = False) -> None:
         super().check_merge(adapter_names, reversible, finite)
         if reversible:
-            zero = [n for n in self._mergeable(adapter_names) if bool((self.ia3_l[n] == 0).any())]
+            # Unmerge divides by the vector: a zero (or one whose reciprocal overflows) loses the weight.
+            zero = [n for n in self._mergeable(adapter_names) if not (1 / self.ia3_l[n].float()).isfinite().all()]
             if zero:
                 raise MergeError(
                     f"ia3_l of {zero} has zero entries: a merge could not be undone (unmerge divides by it). "

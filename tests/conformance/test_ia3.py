@@ -36,7 +36,7 @@ class TestIA3OnConvolutions(TunerConformance):
         return ConvNet()
 
     def make_inputs(self) -> torch.Tensor:
-        return torch.randn(2, 4, 8, 8)
+        return torch.randn(3, 4, 8, 8)
 
 
 class TestIA3OnGpt2(TunerConformance):
@@ -47,7 +47,7 @@ class TestIA3OnGpt2(TunerConformance):
         return tiny_gpt2()
 
     def make_inputs(self) -> dict[str, torch.Tensor]:
-        return {"input_ids": token_ids()}
+        return {"input_ids": token_ids(batch=3)}
 
 
 class TestIA3OnLlama(TunerConformance):
@@ -58,4 +58,4 @@ class TestIA3OnLlama(TunerConformance):
         return tiny_llama()
 
     def make_inputs(self) -> dict[str, torch.Tensor]:
-        return {"input_ids": token_ids()}
+        return {"input_ids": token_ids(batch=3)}

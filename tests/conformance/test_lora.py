@@ -40,7 +40,7 @@ class TestLoraOnConvolutions(TunerConformance):
         return ConvNet()
 
     def make_inputs(self) -> torch.Tensor:
-        return torch.randn(2, 4, 8, 8)
+        return torch.randn(3, 4, 8, 8)
 
 
 class TestLoraOnGpt2(TunerConformance):
@@ -51,4 +51,4 @@ class TestLoraOnGpt2(TunerConformance):
         return tiny_gpt2()
 
     def make_inputs(self) -> dict[str, torch.Tensor]:
-        return {"input_ids": token_ids()}
+        return {"input_ids": token_ids(batch=3)}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import pytest
+import torch
 from torch import nn
 
 import peft_core
@@ -206,5 +207,43 @@ def test_adapter_layer_hook_answers_are_checked() -> None:
     try:
         with pytest.raises(PluginError, match="returned Linear from peft_adapter_layer"):
             peft_core.inject_adapter_in_model(LoraConfig(target_modules=["0"]), nn.Sequential(nn.Linear(2, 2)))
+    finally:
+        global_registry.unregister(plugin)
+
+
+def test_a_misspelled_hook_is_refused_when_registering_in_process() -> None:
+    plugin = types.SimpleNamespace(peft_tuner=hookimpl(lambda: [ToyTuner]))  # "peft_tuners"
+    with pytest.raises(PluginError, match="does not meet the hook contract.*peft_tuner"):
+        peft_core.register(plugin, name="typo")
+    assert "typo" not in [p.name for p in global_registry.plugins()]
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (lambda **_: 1 / 0, r"raised in peft_adapter_layer for a Linear: ZeroDivisionError"),
+        (lambda **_: "a layer", r"returned str from peft_adapter_layer"),
+    ],
+)
+def test_a_failing_layer_hook_names_the_plugin_and_leaves_the_model_unchanged(
+    answer: Callable[..., Any], message: str
+) -> None:
+    def peft_adapter_layer(tuner: BaseTuner, target: nn.Module, adapter_name: str, config: PeftConfig) -> Any:
+        return answer() if tuner.name == "lora" and isinstance(target, nn.Linear) else None
+
+    plugin = types.SimpleNamespace(peft_adapter_layer=hookimpl(peft_adapter_layer))
+    peft_core.register(plugin, name="failing-layers")
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        with pytest.raises(PluginError, match=f"'<in-process: .*>:failing-layers' {message}.*not changed"):
+            peft_core.inject_adapter_in_model(LoraConfig(target_modules=["0", "1"]), model)
+        assert [type(m) for m in model] == [nn.Linear, nn.Linear]
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+        assert all(p.requires_grad for p in model.parameters())
+        # Other tuners, which the hook passes on, are not affected.
+        from peft_ia3 import IA3Config
+
+        peft_core.inject_adapter_in_model(IA3Config(target_modules=["0"]), model)
     finally:
         global_registry.unregister(plugin)

@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from peft_core.errors import PeftError
 from peft_core.plugins import registry
+from peft_core.scaffold import add_new_plugin_command
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -38,12 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     plugins = commands.add_parser("plugins", help="list installed plugins, their tuners and config fields")
     plugins.set_defaults(run=_plugins)
+    add_new_plugin_command(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except PeftError as exc:  # e.g. a broken plugin under PEFT_CORE_STRICT_PLUGINS=1
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -159,7 +159,13 @@ class PluginRegistry:
                 raise PluginConflictError(f"plugin {info.name!r} is already registered")
             for tuner in self._collect_tuners(plugin):  # validate before registering anything
                 self._check_free(tuner)
-            self._manager.register(plugin, name=f"{info.distribution}:{info.name}")
+            try:
+                self._manager.register(plugin, name=f"{info.distribution}:{info.name}")
+                self._manager.check_pending()  # hook names that match no spec (typos)
+            except Exception as exc:
+                if self._manager.is_registered(plugin):
+                    self._manager.unregister(plugin)
+                raise PluginError(f"plugin {info.name!r} does not meet the hook contract: {exc}") from exc
             for tuner in self._collect_tuners(plugin):
                 self._tuners[tuner.name] = (tuner, info.distribution)
                 info.tuners.append(tuner.name)
@@ -275,16 +281,22 @@ class PluginRegistry:
 
         self._ensure_discovered()
         for impl in reversed(self._manager.hook.peft_adapter_layer.get_hookimpls()):
+            # A failing layer hook is an error, not a skip: falling back to the tuner's own
+            # layer would silently adapt the module differently from what the plugin meant.
+            hint = f"; the model was not changed. Fix or uninstall the plugin, or block it with {DISABLE_ENV}"
             try:
                 layer = impl.function(tuner=tuner, target=target, adapter_name=adapter_name, config=config)
             except Exception as exc:
-                raise PluginError(f"plugin {impl.plugin_name!r} raised in peft_adapter_layer: {exc!r}") from exc
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} raised in peft_adapter_layer for a "
+                    f"{type(target).__name__}: {exc!r}{hint}"
+                ) from exc
             if layer is None:
                 continue
             if not isinstance(layer, AdapterLayer):
                 raise PluginError(
                     f"plugin {impl.plugin_name!r} returned {type(layer).__name__} from "
-                    "peft_adapter_layer; it must return an AdapterLayer or None"
+                    f"peft_adapter_layer; it must return an AdapterLayer or None{hint}"
                 )
             return layer
         return None

@@ -25,8 +25,9 @@ else in peft-core imports it.
 from __future__ import annotations
 
 import copy
+import functools
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,7 +37,8 @@ from torch import Tensor, nn
 
 from peft_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from peft_core.config import PeftConfig
-from peft_core.layer import AdapterLayer, adapter_layers
+from peft_core.errors import PeftError
+from peft_core.layer import BASE_ADAPTER, AdapterLayer, adapter_layers
 from peft_core.modules_to_save import ModulesToSaveWrapper
 from peft_core.peft_model import PeftModel
 from peft_core.plugins import registry
@@ -103,7 +105,7 @@ class TunerConformance:
         """One batch: a tensor (called as ``model(x)``) or a dict of keyword arguments."""
         raise NotImplementedError("set make_inputs in the TunerConformance subclass")
 
-    def run(self, model: nn.Module, inputs: Any) -> Tensor:
+    def run(self, model: Callable[..., Any], inputs: Any) -> Tensor:
         """The output tensor the checks compare, computed without gradients."""
         with torch.no_grad():
             return first_tensor(model(**inputs) if isinstance(inputs, Mapping) else model(inputs))
@@ -245,6 +247,29 @@ class TunerConformance:
         model.delete_adapter("other")
         assert model.active_adapters == ["default"]
         _close(self.run(model, inputs), alone, 0.0, "default adapter after deleting the other")
+
+    def test_per_row_adapters_match_each_adapter_alone(self) -> None:
+        base, inputs = self._base(), self.make_inputs()
+        model = self._peft(base)
+        model.add_adapter("other", self._second())
+        self.perturb(model, "other")
+        batch = first_tensor(inputs).shape[0]
+        names = [("default", "other", BASE_ADAPTER)[row % 3] for row in range(batch)]
+        mixed = functools.partial(model, adapter_names=names)
+        if not all(layer.supports_row_routing for _, layer in adapter_layers(model)):
+            with pytest.raises(PeftError, match="not supported"):  # says so, rather than ignoring the names
+                self.run(mixed, inputs)
+            return
+        assert batch >= 3, "make_inputs() needs a batch of 3 or more rows for this check"
+        alone = {}
+        for name in ("default", "other"):
+            model.set_adapter(name)
+            alone[name] = self.run(model, inputs)
+        with model.disable_adapter():
+            alone[BASE_ADAPTER] = self.run(model, inputs)
+        model.set_adapter("default")
+        expected = torch.stack([alone[name][row] for row, name in enumerate(names)])
+        _close(self.run(mixed, inputs), expected, self.merge_atol, "per-row adapters vs each adapter alone")
 
     def _backward(self, model: nn.Module, inputs: Any) -> None:
         """Gradients of a loss that depends on every output (mean square)."""

@@ -1,7 +1,7 @@
 """IA3 on small random GPT-2 (Conv1D), BERT and Llama models: training, generation, Hugging Face PEFT parity.
 
 Base outputs at init, merge/unmerge, save/load and per-row batches on these models are
-checked by the conformance suite (tests/conformance/test_ia3.py).
+checked by the conformance suite (tests/conformance/test_ia3_conformance.py).
 """
 
 from __future__ import annotations

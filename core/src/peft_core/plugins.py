@@ -288,8 +288,8 @@ class PluginRegistry:
                 layer = impl.function(tuner=tuner, target=target, adapter_name=adapter_name, config=config)
             except Exception as exc:
                 raise PluginError(
-                    f"plugin {impl.plugin_name!r} raised in peft_adapter_layer for a "
-                    f"{type(target).__name__}: {exc!r}{hint}"
+                    f"plugin {impl.plugin_name!r} raised in peft_adapter_layer: {exc!r} "
+                    f"(asked to wrap a {type(target).__name__}){hint}"
                 ) from exc
             if layer is None:
                 continue

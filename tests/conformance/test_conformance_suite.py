@@ -35,9 +35,11 @@ def _tuner(layer_class: type[IA3Layer]) -> type[IA3Tuner]:
     return FaultyTuner
 
 
-class KeepsWeightsOnUnmerge(IA3Layer):
-    def unmerged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
-        return {"weight": self.base_layer.get_parameter("weight").detach().clone()}
+class ForgetsTheBiasOnMerge(IA3Layer):
+    def merged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
+        values = super().merged_weights(adapter_names)
+        values.pop("bias", None)  # output scaling must scale the bias too
+        return values
 
 
 class UsesEveryAdapter(IA3Layer):
@@ -80,7 +82,8 @@ def faulty(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 CASES = [
-    (KeepsWeightsOnUnmerge, "test_merge_unmerge_round_trip", "after unmerge"),
+    (ForgetsTheBiasOnMerge, "test_merge_unmerge_round_trip", "merged vs unmerged"),
+    (ForgetsTheBiasOnMerge, "test_merge_and_unload_gives_a_plain_model", "merge_and_unload vs unmerged"),
     (UsesEveryAdapter, "test_adapters_are_isolated", "after adding another"),
     (SavesNothing, "test_save_load_round_trip", "loaded vs saved"),
     (SavesNothing, "test_state_dict_keys", "state dict is empty"),

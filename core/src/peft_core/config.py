@@ -20,6 +20,9 @@ METADATA_KEYS = frozenset({"peft_version", "auto_mapping"})
 
 
 def _is_neutral(value: Any) -> bool:
+    """Null, false or empty: a feature switched off (also a settings dict with every entry off)."""
+    if isinstance(value, dict) and value:
+        return all(_is_neutral(v) for v in value.values())
     return value is None or value is False or value in ({}, [], "")
 
 
@@ -45,6 +48,10 @@ class PeftConfig(BaseModel):
     #: the value meaning "feature off". Written on save (for tools that expect them) and
     #: accepted on load only at that value.
     unsupported_keys: ClassVar[dict[str, Any]] = {}
+
+    #: Keys read and ignored whatever their value: metadata, and settings that only matter
+    #: for a feature that ``unsupported_keys`` already requires to be off.
+    inert_keys: ClassVar[frozenset[str]] = METADATA_KEYS
 
     peft_type: str = Field(description='Method id as in adapter_config.json, e.g. "LORA".')
     target_modules: list[str] | str | None = Field(
@@ -126,7 +133,7 @@ class PeftConfig(BaseModel):
         for key, value in data.items():
             if key in known:
                 fields[key] = value
-            elif key in METADATA_KEYS:
+            elif key in cls.inert_keys:
                 continue
             elif key in cls.unsupported_keys:
                 if value != cls.unsupported_keys[key] and not _is_neutral(value):

@@ -10,6 +10,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from peft_core.checkpoint import DEFAULT_ADAPTER, adapter_subdir, read_adapter, write_adapter
+from peft_core.compat import fit_loaded_config, task_heads
 from peft_core.config import PeftConfig
 from peft_core.distributed import select_adapter_state_dict
 from peft_core.errors import AdapterLoadError, MergeError, PeftError
@@ -94,7 +95,7 @@ class PeftModel(nn.Module):
             raise PeftError(
                 f"this model holds {self.tuner.name} adapters; a {type(peft_config).__name__} cannot be added"
             )
-        config = peft_config.model_copy()
+        config = task_heads(peft_config, self.get_base_model()).model_copy()
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = getattr(
                 getattr(self.get_base_model(), "config", None), "name_or_path", None
@@ -225,6 +226,7 @@ class PeftModel(nn.Module):
         A load that fails raises ``AdapterLoadError`` and leaves ``model`` as it was.
         """
         config, tensors = read_adapter(model_id)
+        config = fit_loaded_config(config, model)
         config.inference_mode = not is_trainable
         check_adapter_fits(model, config, tensors, adapter_name, strict, model_id, autocast_adapter_dtype)
         grad_flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -239,6 +241,8 @@ class PeftModel(nn.Module):
             for param, flag in grad_flags:
                 param.requires_grad_(flag)
             raise
+        if not is_trainable:
+            peft_model.eval()  # as Hugging Face PEFT: no adapter dropout in inference
         return peft_model
 
     def load_adapter(
@@ -250,6 +254,7 @@ class PeftModel(nn.Module):
     ) -> LoadReport:
         """Add the adapter saved in ``model_id`` as ``adapter_name`` (not made active)."""
         config, tensors = read_adapter(model_id)
+        config = fit_loaded_config(config, self.get_base_model())
         config.inference_mode = not is_trainable
         if adapter_name in self.peft_config:
             raise AdapterLoadError(f"adapter {adapter_name!r} already exists; delete_adapter() it or pick another name")
@@ -261,7 +266,10 @@ class PeftModel(nn.Module):
         except Exception as exc:  # injection rolled itself back
             raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {describe_error(exc)}") from exc
         try:
-            return set_peft_model_state_dict(self, tensors, adapter_name, strict=strict)
+            report = set_peft_model_state_dict(self, tensors, adapter_name, strict=strict)
         except BaseException:
             self.delete_adapter(adapter_name)
             raise
+        if not is_trainable:
+            self.eval()  # as Hugging Face PEFT: no adapter dropout in inference
+        return report

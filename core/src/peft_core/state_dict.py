@@ -131,6 +131,9 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], adapter
     mismatch), dtypes (floating point into floating point, of a supported kind) and
     values (finite, and representable in the adapter's dtype).
     """
+    from peft_core.compat import normalize_checkpoint_keys
+
+    state_dict = normalize_checkpoint_keys(model, state_dict)
     expected = adapter_tensors(model, adapter_name)
     rank_dims = _rank_dims(model, adapter_name)
     params = dict(model.named_parameters())
@@ -176,6 +179,9 @@ def set_peft_model_state_dict(
     missing and unexpected keys are a warning instead and the rest is loaded.
     Floating-point tensors are cast to the adapter's dtype.
     """
+    from peft_core.compat import normalize_checkpoint_keys
+
+    state_dict = normalize_checkpoint_keys(model, state_dict)
     report = check_state_dict(model, state_dict, adapter_name)
     raise_or_warn(report, adapter_name, strict)
     targets = adapter_tensors(model, adapter_name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -48,3 +49,22 @@ class IA3Config(PeftConfig):
             if data.get(key) is None:
                 data.pop(key, None)
         return data
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any]) -> PeftConfig:
+        """As ``PeftConfig.from_json_dict``, reading Hugging Face PEFT's default feed-forward lists.
+
+        Hugging Face PEFT fills ``feedforward_modules`` from a per-architecture table even
+        for modules that are not targets (``["mlp.c_proj"]`` with targets ``["c_attn"]``);
+        such entries change nothing there, so they are dropped here.
+        """
+        ff, targets = data.get("feedforward_modules"), data.get("target_modules")
+        if isinstance(ff, list) and isinstance(targets, list):
+            kept = [entry for entry in ff if any(_overlap(entry, target) for target in targets)]
+            data = {**data, "feedforward_modules": kept}
+        return super().from_json_dict(data)
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether two name-list entries can select the same module (one is a dotted suffix of the other)."""
+    return a == b or a.endswith("." + b) or b.endswith("." + a)

@@ -38,6 +38,13 @@ class LoraConfig(PeftConfig):
         "use_qalora": False,
         "velora_config": None,
     }
+    # Settings of features that must be off anyway (Megatron, QALoRA), and runtime_config
+    # (written by PEFT 0.12-0.13: how to run, not what the adapter computes).
+    inert_keys: ClassVar[frozenset[str]] = PeftConfig.inert_keys | {
+        "megatron_core",
+        "qalora_group_size",
+        "runtime_config",
+    }
 
     peft_type: Literal["LORA"] = "LORA"
     r: int = Field(default=8, gt=0, description="Rank of the update (rows of A, columns of B).")
@@ -60,6 +67,18 @@ class LoraConfig(PeftConfig):
     alpha_pattern: dict[str, int | float] = Field(
         default_factory=dict, description="Per-module alpha: module name (suffix) or regex -> lora_alpha."
     )
+
+    @field_validator("init_lora_weights", mode="before")
+    @classmethod
+    def _known_initialisation(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "gaussian":
+            # pissa, olora, corda, loftq... also rewrite the base weights: loading such an
+            # adapter onto the original base model would silently compute something else.
+            raise ValueError(
+                f"init_lora_weights={value!r} is an initialisation peft-lora does not support "
+                "(supported: true, false, 'gaussian')"
+            )
+        return value
 
     @field_validator("rank_pattern")
     @classmethod

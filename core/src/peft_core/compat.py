@@ -1,0 +1,102 @@
+"""Shapes of Hugging Face PEFT checkpoints that we read but never write.
+
+- With ``bias="all"`` and ``modules_to_save``, Hugging Face PEFT also saves the wrapper's
+  inner names: ``<m>.modules_to_save.<p>`` (the trained copy again, same values as
+  ``<m>.<p>``) and ``<m>.original_module.<p>`` (the original module's parameter, which it
+  made trainable). We read the first as the copy and load the second into the original
+  module, as Hugging Face PEFT does (it is used only while adapters are disabled).
+- For ``task_type`` SEQ_CLS/TOKEN_CLS it trains and saves the head (``modules_to_save``
+  gets ``["classifier", "score"]``, whatever the head is called); QUESTION_ANS likewise
+  with ``qa_outputs``. We add the heads the model has (``task_heads``) and drop, on load,
+  entries that match no module.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from peft_core.config import PeftConfig
+from peft_core.errors import AdapterLoadError
+from peft_core.matching import matches, unmatched_entries
+from peft_core.modules_to_save import ModulesToSaveWrapper
+
+# Head names Hugging Face PEFT adds to modules_to_save by task type, present or not.
+_TASK_HEADS = {
+    "SEQ_CLS": ("classifier", "score"),
+    "TOKEN_CLS": ("classifier", "score"),
+    "QUESTION_ANS": ("qa_outputs",),
+}
+
+
+def _join(*parts: str) -> str:
+    return ".".join(part for part in parts if part)
+
+
+def checkpoint_key_aliases(model: nn.Module) -> dict[str, str]:
+    """Hugging Face-only key -> our key, from the model's ``modules_to_save`` wrappers."""
+    aliases: dict[str, str] = {}
+    for path, module in model.named_modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            for name in module.base_layer.state_dict():
+                aliases[_join(path, "modules_to_save", name)] = _join(path, name)
+                aliases[_join(path, "original_module", name)] = _join(path, "base_layer", name)
+    return aliases
+
+
+def normalize_checkpoint_keys(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state_dict`` with Hugging Face-only keys renamed to ours (a duplicate must agree)."""
+    result = dict(state_dict)
+    for alias, key in checkpoint_key_aliases(model).items():
+        if alias not in result:
+            continue
+        value = result.pop(alias)
+        if key in result and not (
+            isinstance(value, Tensor) and value.shape == result[key].shape and torch.equal(value, result[key])
+        ):
+            raise AdapterLoadError(f"checkpoint keys {alias!r} and {key!r} hold the same tensor but differ")
+        result.setdefault(key, value)
+    return result
+
+
+def fit_loaded_config(config: PeftConfig, model: nn.Module) -> PeftConfig:
+    """Drop ``modules_to_save`` entries of a saved config that match no module of ``model``.
+
+    Entries Hugging Face PEFT adds by task type go quietly; any other gets a warning. A
+    checkpoint that has tensors for a dropped entry still fails to load (unexpected keys).
+    """
+    if not config.modules_to_save:
+        return config
+    paths = [path for path, _ in model.named_modules() if path]
+    absent = unmatched_entries(config.modules_to_save, paths)
+    if not absent:
+        return config
+    if not set(absent) <= set(_TASK_HEADS.get(str(config.task_type), ())) or not any(
+        matches(path, config.modules_to_save) for path in paths
+    ):
+        warnings.warn(
+            f"the adapter's modules_to_save entries {absent} match no module of this model; ignored",
+            UserWarning,
+            stacklevel=3,
+        )
+    kept = [entry for entry in config.modules_to_save if entry not in absent]
+    return config.model_copy(update={"modules_to_save": kept or None})
+
+
+def task_heads(config: PeftConfig, model: nn.Module) -> PeftConfig:
+    """``config`` with the task's head added to ``modules_to_save`` (as Hugging Face PEFT does).
+
+    A classification head is freshly initialised, so it must train and be saved with the
+    adapter; heads the model lacks, heads already listed and list targets are skipped.
+    """
+    heads = _TASK_HEADS.get(str(config.task_type), ())
+    listed = list(config.modules_to_save or [])
+    targets = config.target_modules if isinstance(config.target_modules, list) else []
+    paths = [path for path, _ in model.named_modules() if path]
+    added = [h for h in heads if h not in listed and h not in targets and any(matches(p, [h]) for p in paths)]
+    if not added:
+        return config
+    return config.model_copy(update={"modules_to_save": listed + added})

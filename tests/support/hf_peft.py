@@ -1,0 +1,130 @@
+"""Building the same adapter with Hugging Face PEFT and with peft-core, and comparing outputs.
+
+Adapters get non-trivial weights (``init_lora_weights=False`` / ``init_ia3_weights=False``)
+and every other trainable tensor (biases, modules_to_save copies) gets noise, so a
+tensor that is not carried over changes the outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import peft
+import torch
+from torch import Tensor, nn
+
+from peft_core import PeftConfig, PeftModel
+from peft_ia3 import IA3Config
+from peft_lora import LoraConfig
+from support.models import ConvNet, tiny_bert, tiny_gpt2, tiny_llama, token_ids
+
+ATOL = 1e-5  # fp32
+
+BUILDERS: dict[str, Callable[[], nn.Module]] = {
+    "gpt2": tiny_gpt2,
+    "bert": tiny_bert,
+    "llama": tiny_llama,
+    "llama_tied": lambda: tiny_llama(tie_word_embeddings=True),
+    "convnet": lambda: ConvNet().eval(),
+}
+
+
+def inputs_for(model_name: str) -> Tensor:
+    if model_name == "convnet":
+        return torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    return token_ids(batch=2, length=8)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One matrix cell: a model and an adapter config (Hugging Face PEFT field names)."""
+
+    model: str
+    method: str  # "lora" or "ia3"
+    feature: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.method}-{self.feature}"
+
+    def ours(self) -> PeftConfig:
+        if self.method == "lora":
+            return LoraConfig(**({"r": 4, "lora_alpha": 8, "init_lora_weights": False} | self.options))
+        return IA3Config(**({"init_ia3_weights": False} | self.options))
+
+    def theirs(self) -> peft.PeftConfig:
+        if self.method == "lora":
+            return peft.LoraConfig(**({"r": 4, "lora_alpha": 8, "init_lora_weights": False} | self.options))
+        return peft.IA3Config(**({"init_ia3_weights": False} | self.options))
+
+
+def base_model(case_or_name: Case | str) -> nn.Module:
+    name = case_or_name.model if isinstance(case_or_name, Case) else case_or_name
+    return BUILDERS[name]()
+
+
+@torch.no_grad()
+def outputs(model: nn.Module, x: Tensor) -> Tensor:
+    """The output tensor; for transformers models the logits and the last hidden state, flat.
+
+    (Tiny BERT's classifier logits are ~1e-3; its hidden states are ~1.)
+    """
+    if x.is_floating_point():
+        result: Tensor = model(x)
+        return result
+    out = model(input_ids=x, output_hidden_states=True)
+    return torch.cat([out.logits.flatten(), out.hidden_states[-1].flatten()])
+
+
+def disabled(model: nn.Module) -> AbstractContextManager[None]:
+    """Adapters off, for either library's PeftModel."""
+    context: AbstractContextManager[None] = model.disable_adapter()  # type: ignore[operator]
+    return context
+
+
+@torch.no_grad()
+def add_noise(model: nn.Module, seed: int = 1) -> None:
+    """Perturb every trainable tensor: adapters, trained biases, modules_to_save copies."""
+    generator = torch.Generator().manual_seed(seed)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.add_(0.1 * torch.randn(param.shape, generator=generator))
+
+
+def hf_model(base: nn.Module, config: peft.PeftConfig, adapter_name: str = "default") -> peft.PeftModel:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fan_in_fan_out notices, "already has LoRA" etc.
+        return peft.get_peft_model(copy.deepcopy(base), config, adapter_name=adapter_name)
+
+
+def hf_load(base: nn.Module, directory: object, adapter_name: str = "default") -> peft.PeftModel:
+    """Hugging Face PEFT's ``from_pretrained``; its "missing adapter keys" warning fails the test."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = peft.PeftModel.from_pretrained(copy.deepcopy(base), directory, adapter_name=adapter_name)
+    missing = [str(w.message) for w in caught if "missing adapter keys" in str(w.message)]
+    assert not missing, missing
+    return model
+
+
+def our_model(base: nn.Module, config: PeftConfig, adapter_name: str = "default") -> PeftModel:
+    from peft_core import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fan_in_fan_out notice on GPT-2
+        return get_peft_model(copy.deepcopy(base), config, adapter_name=adapter_name)
+
+
+def assert_same_outputs(ours: nn.Module, theirs: nn.Module, base: nn.Module, x: Tensor) -> None:
+    """Equal outputs with adapters on (and different from the base model), and with them off."""
+    expected = outputs(theirs, x)
+    assert not torch.allclose(expected, outputs(base, x), atol=1e-3), "the adapter changes nothing: a void test"
+    torch.testing.assert_close(outputs(ours, x), expected, atol=ATOL, rtol=0)
+    with disabled(ours), disabled(theirs):
+        torch.testing.assert_close(outputs(ours, x), outputs(theirs, x), atol=ATOL, rtol=0)

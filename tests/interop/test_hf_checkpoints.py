@@ -98,7 +98,10 @@ CASES = [
         "feedforward",
         {"target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"]},
     ),
+    # tie_word_embeddings=True: embed_tokens and lm_head share one weight (adapters stay unmerged).
     Case("llama_tied", "lora", "linear", {"target_modules": ["q_proj", "v_proj"]}),
+    Case("llama_tied", "lora", "embedding", {"target_modules": ["embed_tokens", "q_proj"]}),
+    Case("llama_tied", "lora", "lm_head", {"target_modules": ["lm_head", "q_proj"]}),
     # Plain torch convolutions (no transformers model has them): nn.Conv1d and nn.Conv2d.
     Case("convnet", "lora", "conv1d_conv2d", {"target_modules": ["conv1d", "conv2d"]}),
     # Hugging Face PEFT has no IA3 layer for nn.Conv1d.

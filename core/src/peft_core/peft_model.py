@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from peft_core.activation_checkpointing import ActivationCheckpointing, is_checkpointing, require_input_grads
 from peft_core.checkpoint import DEFAULT_ADAPTER, adapter_subdir, read_adapter, write_adapter
 from peft_core.compat import fit_loaded_config, task_heads
 from peft_core.config import PeftConfig
@@ -32,7 +33,7 @@ class TunedModel(nn.Module):
         return self.model(*args, **kwargs)
 
 
-class PeftModel(nn.Module):
+class PeftModel(ActivationCheckpointing, nn.Module):
     """Wraps a model whose targeted modules carry adapters.
 
     Unknown attributes fall through to the wrapped model (``generate``, ``config``...).
@@ -52,6 +53,8 @@ class PeftModel(nn.Module):
         self.tuner: BaseTuner = registry.tuner_for_config(peft_config)()
         self.autocast_adapter_dtype = autocast_adapter_dtype
         self.add_adapter(adapter_name, peft_config)
+        if is_checkpointing(model):  # switched on before wrapping: adapters need input grads
+            require_input_grads(model)
 
     def __getattr__(self, name: str) -> Any:
         try:

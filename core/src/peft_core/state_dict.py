@@ -136,7 +136,7 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], adapter
     state_dict = normalize_checkpoint_keys(model, state_dict)
     expected = adapter_tensors(model, adapter_name)
     rank_dims = _rank_dims(model, adapter_name)
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters(remove_duplicate=False))  # tied weights under every name
     report = LoadReport()
     for key, value in state_dict.items():
         target = expected.get(key)
@@ -185,7 +185,7 @@ def set_peft_model_state_dict(
     report = check_state_dict(model, state_dict, adapter_name)
     raise_or_warn(report, adapter_name, strict)
     targets = adapter_tensors(model, adapter_name)
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters(remove_duplicate=False))  # tied weights under every name
     with torch.no_grad():
         for key, value in state_dict.items():
             target = targets.get(key, params.get(key) if key in report.base_keys else None)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from peft_core import cli_inspect, cli_merge
 from peft_core.errors import PeftError
 from peft_core.plugins import registry
 from peft_core.scaffold import add_new_plugin_command
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list installed plugins, their tuners and config fields")
     plugins.set_defaults(run=_plugins)
     add_new_plugin_command(commands)
+    cli_inspect.add_parser(commands)
+    cli_merge.add_parser(commands)
     return parser
 
 

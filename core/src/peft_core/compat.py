@@ -63,17 +63,18 @@ def normalize_checkpoint_keys(model: nn.Module, state_dict: Mapping[str, Tensor]
 
 
 def fit_loaded_config(config: PeftConfig, model: nn.Module) -> PeftConfig:
-    """Drop ``modules_to_save`` entries of a saved config that match no module of ``model``.
+    """Drop ``modules_to_save`` entries of a saved config that match no module of ``model``
+    (and add the task head, as ``task_heads``: the config that will be injected).
 
     Entries Hugging Face PEFT adds by task type go quietly; any other gets a warning. A
     checkpoint that has tensors for a dropped entry still fails to load (unexpected keys).
     """
     if not config.modules_to_save:
-        return config
+        return task_heads(config, model)
     paths = [path for path, _ in model.named_modules() if path]
     absent = unmatched_entries(config.modules_to_save, paths)
     if not absent:
-        return config
+        return task_heads(config, model)
     if not set(absent) <= set(_TASK_HEADS.get(str(config.task_type), ())) or not any(
         matches(path, config.modules_to_save) for path in paths
     ):
@@ -83,7 +84,7 @@ def fit_loaded_config(config: PeftConfig, model: nn.Module) -> PeftConfig:
             stacklevel=3,
         )
     kept = [entry for entry in config.modules_to_save if entry not in absent]
-    return config.model_copy(update={"modules_to_save": kept or None})
+    return task_heads(config.model_copy(update={"modules_to_save": kept or None}), model)
 
 
 def task_heads(config: PeftConfig, model: nn.Module) -> PeftConfig:

@@ -59,7 +59,7 @@ class IA3Config(PeftConfig):
         such entries change nothing there, so they are dropped here.
         """
         ff, targets = data.get("feedforward_modules"), data.get("target_modules")
-        if isinstance(ff, list) and isinstance(targets, list):
+        if isinstance(ff, list) and isinstance(targets, list) and all(isinstance(e, str) for e in ff + targets):
             kept = [entry for entry in ff if any(_overlap(entry, target) for target in targets)]
             data = {**data, "feedforward_modules": kept}
         return super().from_json_dict(data)

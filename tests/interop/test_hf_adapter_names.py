@@ -41,6 +41,7 @@ IA3_SECOND = {"target_modules": ["c_fc"]}
 NAMED = [Case(model, "lora", "adapter_named_fr", FIRST[model]) for model in FIRST]
 SEVERAL = [(Case(m, "lora", "two_adapters", FIRST[m]), Case(m, "lora", "", SECOND[m])) for m in FIRST]
 SEVERAL.append((Case("gpt2", "ia3", "two_adapters", IA3_FIRST), Case("gpt2", "ia3", "", IA3_SECOND)))
+SEVERAL_IDS = [first.id for first, _ in SEVERAL]
 
 
 def _switch(model: torch.nn.Module, name: str | list[str]) -> None:
@@ -83,7 +84,7 @@ def _compare_each_adapter(ours: PeftModel, theirs: torch.nn.Module, base: torch.
         torch.testing.assert_close(outputs(ours, x), outputs(theirs, x), atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize(("first", "second"), SEVERAL, ids=lambda case: case.id)
+@pytest.mark.parametrize(("first", "second"), SEVERAL, ids=SEVERAL_IDS)
 def test_hf_saves_we_load_several(first: Case, second: Case, tmp_path: Path) -> None:
     base = base_model(first)
     theirs = hf_model(base, first.theirs())
@@ -98,7 +99,7 @@ def test_hf_saves_we_load_several(first: Case, second: Case, tmp_path: Path) -> 
     _compare_each_adapter(ours, theirs, base, first.model)
 
 
-@pytest.mark.parametrize(("first", "second"), SEVERAL, ids=lambda case: case.id)
+@pytest.mark.parametrize(("first", "second"), SEVERAL, ids=SEVERAL_IDS)
 def test_we_save_hf_loads_several(first: Case, second: Case, tmp_path: Path) -> None:
     base = base_model(first)
     ours = our_model(base, first.ours())
@@ -111,7 +112,7 @@ def test_we_save_hf_loads_several(first: Case, second: Case, tmp_path: Path) -> 
     _compare_each_adapter(ours, theirs, base, first.model)
 
 
-@pytest.mark.parametrize("model", ["gpt2", "llama"])
+@pytest.mark.parametrize("model", ["gpt2", "llama"], ids=lambda model: f"{model}-lora-per_row_adapter_names")
 def test_per_row_adapters_match_hf(model: str, tmp_path: Path) -> None:
     """The same mixed batch (``adapter_names`` per row) in both libraries, from one checkpoint."""
     base = base_model(model)

@@ -268,3 +268,19 @@ def test_real_hf_dora_adapter_is_refused(tmp_path: Path) -> None:
     _hf_adapter(tmp_path, peft.LoraConfig(target_modules=["q_proj"], use_dora=True))
     with pytest.raises(AdapterLoadError, match="use_dora=True asks for a feature"):
         PeftModel.from_pretrained(base_model("llama"), tmp_path)
+
+
+def test_settings_of_features_that_are_off_load_with_any_value(tmp_path: Path) -> None:
+    _hf_adapter(tmp_path, peft.LoraConfig(target_modules=["q_proj"], init_lora_weights=False))
+    _rewrite_config(tmp_path, megatron_core="my.megatron", qalora_group_size=64, runtime_config={"x": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PeftModel.from_pretrained(base_model("llama"), tmp_path)
+
+
+def test_modules_to_save_the_model_lacks_are_dropped_with_a_warning(tmp_path: Path) -> None:
+    _hf_adapter(tmp_path, peft.LoraConfig(target_modules=["q_proj"], modules_to_save=["lm_head"]))
+    _rewrite_config(tmp_path, modules_to_save=["lm_head", "value_head"])
+    with pytest.warns(UserWarning, match=r"modules_to_save entries \['value_head'\] match no module"):
+        model = PeftModel.from_pretrained(base_model("llama"), tmp_path)
+    assert model.peft_config["default"].modules_to_save == ["lm_head"]

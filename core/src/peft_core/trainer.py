@@ -95,7 +95,7 @@ class PeftTrainer(transformers.Trainer):  # type: ignore[misc]
         if not self.args.should_save:
             return
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        model.save_pretrained(output_dir)
+        model.save_pretrained(output_dir, state_dict=state_dict)  # a state dict Trainer gathered, if any
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))

@@ -69,22 +69,20 @@ def fit_loaded_config(config: PeftConfig, model: nn.Module) -> PeftConfig:
     Entries Hugging Face PEFT adds by task type go quietly; any other gets a warning. A
     checkpoint that has tensors for a dropped entry still fails to load (unexpected keys).
     """
-    if not config.modules_to_save:
-        return task_heads(config, model)
+    entries = config.modules_to_save or []
     paths = [path for path, _ in model.named_modules() if path]
-    absent = unmatched_entries(config.modules_to_save, paths)
-    if not absent:
-        return task_heads(config, model)
-    if not set(absent) <= set(_TASK_HEADS.get(str(config.task_type), ())) or not any(
-        matches(path, config.modules_to_save) for path in paths
-    ):
-        warnings.warn(
-            f"the adapter's modules_to_save entries {absent} match no module of this model; ignored",
-            UserWarning,
-            stacklevel=3,
-        )
-    kept = [entry for entry in config.modules_to_save if entry not in absent]
-    return task_heads(config.model_copy(update={"modules_to_save": kept or None}), model)
+    absent = unmatched_entries(entries, paths) if entries else []
+    if absent:
+        quiet = set(absent) <= set(_TASK_HEADS.get(str(config.task_type), ())) and len(absent) < len(entries)
+        if not quiet:
+            warnings.warn(
+                f"the adapter's modules_to_save entries {absent} match no module of this model; ignored",
+                UserWarning,
+                stacklevel=3,
+            )
+        kept = [entry for entry in entries if entry not in absent]
+        config = config.model_copy(update={"modules_to_save": kept or None})
+    return task_heads(config, model)
 
 
 def task_heads(config: PeftConfig, model: nn.Module) -> PeftConfig:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -21,16 +21,53 @@ BASE_ADAPTER = "__base__"  # in ``adapter_names``: this row gets no adapter
 
 @dataclass(frozen=True)
 class RowRouting:
-    """Which adapter each row of a batch uses, for one forward call."""
+    """Which adapter each row of a batch uses, for one forward call.
+
+    ``cache`` is scratch space for that one call: layers holding the same adapters share
+    work there (the row-to-slot map, a grouping plan) instead of redoing it per layer.
+    """
 
     adapter_names: tuple[str, ...]  # distinct adapters in the batch, without "__base__"
-    row_index: Tensor  # (batch,) int64: 0 = no adapter, i + 1 = adapter_names[i]
+    row_index: Tensor  # (batch,) int64 on the CPU: 0 = no adapter, i + 1 = adapter_names[i]
+    cache: dict[Hashable, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @property
+    def rows(self) -> int:
+        return int(self.row_index.shape[0])
+
+    def check_rows(self, batch: int) -> None:
+        """Raise ``PeftError`` unless the batch has one row per entry of ``adapter_names``."""
+        if batch != self.rows:
+            raise PeftError(
+                f"adapter_names has {self.rows} entries but the batch has {batch} rows; give one adapter name "
+                f"(or {BASE_ADAPTER!r}) per row"
+            )
+
+    def layer_slots(self, layer_adapters: Sequence[str]) -> Tensor:
+        """(batch,) CPU int64 slots into ``[no adapter] + layer_adapters``; adapters absent here map to 0."""
+        key = ("slots", tuple(layer_adapters))
+        slots = self.cache.get(key)
+        if slots is None:
+            position = {name: i + 1 for i, name in enumerate(layer_adapters)}
+            mapping = torch.tensor([0] + [position.get(name, 0) for name in self.adapter_names])
+            slots = self.cache[key] = mapping[self.row_index]
+        return slots
+
+    def layer_used(self, layer_adapters: Sequence[str]) -> list[int]:
+        """Positions in ``layer_adapters`` of the adapters some row uses (sorted)."""
+        key = ("used", tuple(layer_adapters))
+        used = self.cache.get(key)
+        if used is None:
+            used = self.cache[key] = sorted({int(s) - 1 for s in self.layer_slots(layer_adapters).tolist() if s})
+        return list(used)
 
     def layer_index(self, layer_adapters: Sequence[str], device: torch.device) -> Tensor:
-        """Row index into ``[no adapter] + layer_adapters``; adapters absent here map to 0."""
-        position = {name: i + 1 for i, name in enumerate(layer_adapters)}
-        mapping = torch.tensor([0] + [position.get(name, 0) for name in self.adapter_names])
-        return mapping[self.row_index].to(device)
+        """``layer_slots`` on ``device`` (moved once per call and device)."""
+        key = ("index", tuple(layer_adapters), device)
+        index = self.cache.get(key)
+        if index is None:
+            index = self.cache[key] = self.layer_slots(layer_adapters).to(device)
+        return index
 
 
 class AdapterLayer(nn.Module):
@@ -50,6 +87,8 @@ class AdapterLayer(nn.Module):
     #: The dimension holding the adapter's rank, by saved key relative to the layer (e.g.
     #: ``{"lora_A.weight": 0}``): lets a failed load call a shape mismatch a rank mismatch.
     rank_dims: ClassVar[Mapping[str, int]] = {}
+    # Whether per-adapter ModuleDicts may hold adapter layers (copies of whole user modules).
+    nests_adapter_layers: ClassVar[bool] = False
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
@@ -218,10 +257,28 @@ class AdapterLayer(nn.Module):
 
 
 def adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
-    """Every adapter layer of ``model`` with its dotted path."""
-    for path, module in model.named_modules():
+    """Every adapter layer of ``model`` with its dotted path, in ``named_modules`` order.
+
+    The per-adapter ``ModuleDict`` containers inside adapter layers are not searched (they
+    hold each adapter's own small modules), so the walk costs the same with 1 or 64
+    adapters: it runs on every per-row call.
+    """
+    seen: set[int] = set()
+
+    def visit(path: str, module: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        skip_dicts = False
         if isinstance(module, AdapterLayer):
             yield path, module
+            skip_dicts = not module.nests_adapter_layers
+        for name, child in module._modules.items():
+            if child is None or (skip_dicts and isinstance(child, nn.ModuleDict)):
+                continue
+            yield from visit(f"{path}.{name}" if path else name, child)
+
+    yield from visit("", model)
 
 
 @contextmanager

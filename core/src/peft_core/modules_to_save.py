@@ -24,6 +24,7 @@ class ModulesToSaveWrapper(AdapterLayer):
 
     adapter_attribute_names = ("modules_to_save",)
     supports_row_routing = True
+    nests_adapter_layers = True  # the copies are whole user modules
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)

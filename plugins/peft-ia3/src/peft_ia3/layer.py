@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from peft_core import AdapterLayer, MergeError
+from peft_core.derived import StackCache, identities
 from peft_ia3.config import IA3Config
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -29,6 +30,7 @@ class IA3Layer(AdapterLayer):
         self.fan_in_fan_out = fan_in_fan_out
         self.is_feedforward: dict[str, bool] = {}
         self.ia3_l = nn.ParameterDict()
+        self._row_cache = StackCache[dict[bool, Tensor]]()
 
     def _weight(self) -> Tensor:
         return self.base_layer.get_parameter("weight")
@@ -56,6 +58,7 @@ class IA3Layer(AdapterLayer):
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
+        self._row_cache.clear()
         self.is_feedforward.pop(adapter_name, None)
 
     # --- scaling ---
@@ -92,26 +95,40 @@ class IA3Layer(AdapterLayer):
 
     def _forward_rows(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         """Per-row adapters: gather each row's vectors (ones for rows without one)."""
-        assert self.row_routing is not None
-        names = list(self.ia3_l.keys())
-        index = self.row_routing.layer_index(names, x.device)
-        for feedforward in (True, False):
-            vectors = [
-                self.ia3_l[n].float().flatten() if self.is_feedforward[n] == feedforward else None for n in names
-            ]
-            size = next((v.numel() for v in vectors if v is not None), None)
-            if size is None:
-                continue
-            ones = torch.ones(size, device=x.device)
-            stacked = torch.stack([ones] + [v if v is not None else ones for v in vectors])[index]  # (batch, C)
-            if feedforward:
-                x = (x * self._row_view(stacked, x)).to(x.dtype)
-            else:
-                out_scale = stacked
+        routing = self.row_routing
+        assert routing is not None
+        routing.check_rows(x.shape[0])
+        names = tuple(self.ia3_l.keys())
+        index = routing.layer_index(names, x.device)
+        scales = self._row_scales(names, routing.layer_used(names))
+        if True in scales:
+            x = (x * self._row_view(scales[True][index], x)).to(x.dtype)
         result: Tensor = self.base_layer(x, *args, **kwargs)
-        if any(not self.is_feedforward[n] for n in names):
-            result = (result * self._row_view(out_scale, result)).to(result.dtype)
+        if False in scales:
+            result = (result * self._row_view(scales[False][index], result)).to(result.dtype)
         return result
+
+    def _row_scales(self, names: tuple[str, ...], used: list[int]) -> dict[bool, Tensor]:
+        """Per kind (feedforward or not): (n + 1, C) fp32 scales by slot; slot 0 and the other kind's are ones."""
+
+        def build() -> dict[bool, Tensor]:
+            vectors = [self.ia3_l[n] if i in used else self.ia3_l[n].detach() for i, n in enumerate(names)]
+            stacks: dict[bool, Tensor] = {}
+            for feedforward in (True, False):
+                picked = [
+                    v.float().flatten() if self.is_feedforward[n] == feedforward else None
+                    for n, v in zip(names, vectors, strict=True)
+                ]
+                size = next((v.numel() for v in picked if v is not None), None)
+                if size is not None:
+                    ones = torch.ones(size, device=vectors[0].device)
+                    stacks[feedforward] = torch.stack([ones] + [v if v is not None else ones for v in picked])
+            return stacks
+
+        if torch.is_grad_enabled() and any(self.ia3_l[names[i]].requires_grad for i in used):
+            return build()  # differentiable, fresh every call
+        key = (names, identities(self.ia3_l._parameters.values()), tuple(self.is_feedforward[n] for n in names))
+        return self._row_cache.get(key, used, lambda: [(self.ia3_l[n],) for n in names], build)
 
     def _row_view(self, scale: Tensor, x: Tensor) -> Tensor:
         """(batch, C) scales shaped to broadcast against ``x`` row by row."""

@@ -43,11 +43,13 @@ class Conv(LoraLayer):
         self.lora_A[adapter_name] = lora_a
         self.lora_B[adapter_name] = lora_b
 
-    def delta_weight(self, adapter_name: str) -> Tensor:
+    def delta_rows(self, adapter_name: str, start: int, stop: int) -> Tensor:
         a = weight_of(self.lora_A[adapter_name]).float()
         b = weight_of(self.lora_B[adapter_name]).float()
-        delta = b.flatten(1) @ a.flatten(1)  # (out, in * kernel)
-        return delta.reshape(b.shape[0], *a.shape[1:]) * self.scaling[adapter_name]
+        return (b.flatten(1)[start:stop] @ a.flatten(1)) * self.scaling[adapter_name]  # (out, in * kernel)
+
+    def lora_factors(self, adapter_name: str) -> tuple[Tensor, Tensor]:
+        return weight_of(self.lora_A[adapter_name]).flatten(1), weight_of(self.lora_B[adapter_name]).flatten(1)
 
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         result: Tensor = self.base_layer(x, *args, **kwargs)
@@ -57,7 +59,7 @@ class Conv(LoraLayer):
             return result
         for name in self.active_adapters:
             lora_a = self.lora_A[name]
-            dropped = self.lora_dropout[name](x.to(weight_of(lora_a).dtype))
+            dropped = self._adapter_input(x, name, weight_of(lora_a).dtype)
             result = result + (self.lora_B[name](lora_a(dropped)) * self.scaling[name]).to(result.dtype)
         return result
 

@@ -10,6 +10,8 @@ from torch import Tensor, nn
 
 from peft_lora.config import LoraConfig
 from peft_lora.layer import LoraLayer
+from peft_lora.ops import add_low_rank
+from peft_lora.rows import rows_delta
 
 
 class Embedding(LoraLayer):
@@ -36,10 +38,10 @@ class Embedding(LoraLayer):
         self.lora_embedding_A[adapter_name] = nn.Parameter(lora_a)
         self.lora_embedding_B[adapter_name] = nn.Parameter(lora_b)
 
-    def delta_weight(self, adapter_name: str) -> Tensor:
+    def delta_rows(self, adapter_name: str, start: int, stop: int) -> Tensor:
         a = self.lora_embedding_A[adapter_name].float()
         b = self.lora_embedding_B[adapter_name].float()
-        delta: Tensor = (b @ a).T * self.scaling[adapter_name]
+        delta: Tensor = (b @ a[:, start:stop]).T * self.scaling[adapter_name]
         return delta
 
     def _lookup(self, x: Tensor, table: Tensor) -> Tensor:
@@ -50,6 +52,14 @@ class Embedding(LoraLayer):
         )
         return looked_up
 
+    factor_keys = ("lora_embedding_A", "lora_embedding_B")
+
+    def lora_factors(self, adapter_name: str) -> tuple[Tensor, Tensor]:
+        return self.lora_embedding_A[adapter_name], self.lora_embedding_B[adapter_name]
+
+    def factor_owners(self, adapter_name: str) -> tuple[tuple[nn.Module, str], tuple[nn.Module, str]]:
+        return (self.lora_embedding_A, adapter_name), (self.lora_embedding_B, adapter_name)
+
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         result: Tensor = self.base_layer(x, *args, **kwargs)
         if self.row_routing is not None and not self.disabled:
@@ -57,20 +67,18 @@ class Embedding(LoraLayer):
         if not self.use_adapters:
             return result
         for name in self.active_adapters:
-            after_a = self._lookup(x, self.lora_embedding_A[name].T)
-            delta = (after_a @ self.lora_embedding_B[name].T) * self.scaling[name]
-            result = result + delta.to(result.dtype)
+            lora_a, lora_b = self.lora_factors(name)
+            result = add_low_rank(result, self._lookup(x, lora_a.T), lora_b, self.scaling[name])
         return result
 
     def _forward_rows(self, x: Tensor, result: Tensor) -> Tensor:
-        assert self.row_routing is not None
-        names = list(self.lora_embedding_A.keys())
-        index = self.row_routing.layer_index(names, x.device)
-        stack_a, stack_b = self._stacked(
-            names, [self.lora_embedding_A[n] for n in names], [self.lora_embedding_B[n] for n in names]
-        )
-        tokens = x.reshape(x.shape[0], -1)
-        # Row b, token t reads column x[b, t] of its own adapter's A: (batch, tokens, r_max).
-        hidden = stack_a.transpose(1, 2)[index[:, None], tokens]
-        delta = torch.bmm(hidden, stack_b[index].transpose(1, 2))
-        return result + delta.reshape(result.shape).to(result.dtype)
+        routing = self.row_routing
+        assert routing is not None
+        names = tuple(self.adapter_configs)
+        routing.check_rows(x.shape[0])
+        stack = self.row_stack(names, routing.layer_used(names))
+        # Row b, token t reads row x[b, t] of its own adapter's A^T: one lookup in the stacked tables.
+        offsets = routing.layer_index(names, x.device) * stack.a.shape[1]
+        ids = x.reshape(x.shape[0], -1) + offsets[:, None]
+        hidden = F.embedding(ids, stack.a.reshape(-1, stack.a.shape[2]))
+        return rows_delta(result, routing, names, stack, hidden=hidden)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from peft_core import AdapterLayer, PeftError
+from peft_core import AdapterLayer, PeftConfig, PeftError
+from peft_core.derived import StackCache, identities
+from peft_core.layer import RowRouting
+from peft_lora import hotswap as swapping
 from peft_lora.config import LoraConfig
+from peft_lora.ops import adapter_input, add_low_rank
+from peft_lora.rows import LoraStack, rows_delta, stack_adapters
+
+MERGE_BLOCK_VALUES = 1 << 20  # fp32 values per block of rows when merging (4 MiB)
 
 
 class LoraLayer(AdapterLayer):
@@ -27,8 +35,9 @@ class LoraLayer(AdapterLayer):
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
         self.r: dict[str, int] = {}
-        self.scaling: dict[str, float] = {}
+        self.scaling: dict[str, float | Tensor] = {}  # a 0-dim tensor after prepare_for_hotswap
         self.lora_dropout = nn.ModuleDict()
+        self._row_stack = StackCache[LoraStack]()
 
     def _set_hyperparameters(self, adapter_name: str, config: LoraConfig) -> None:
         self.r[adapter_name] = config.r
@@ -37,27 +46,53 @@ class LoraLayer(AdapterLayer):
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
+        self._row_stack.clear()
         self.r.pop(adapter_name, None)
         self.scaling.pop(adapter_name, None)
         if adapter_name in self.lora_dropout:
             del self.lora_dropout[adapter_name]
 
+    def delta_rows(self, adapter_name: str, start: int, stop: int) -> Tensor:
+        """Rows ``start:stop`` of the adapter's update of the base weight (viewed as
+        ``(weight.shape[0], -1)``), in fp32."""
+        raise NotImplementedError
+
     def delta_weight(self, adapter_name: str) -> Tensor:
         """The adapter's update of the base weight, in fp32, shaped like the weight."""
-        raise NotImplementedError
+        weight = self._weight()
+        return self.delta_rows(adapter_name, 0, weight.shape[0]).reshape(weight.shape)
 
     def _weight(self) -> Tensor:
         return self.base_layer.get_parameter("weight")
 
     def merged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
-        weight = self._weight()  # summed in fp32 (fp64 for an fp64 base), rounded once
-        total = weight.to(torch.promote_types(weight.dtype, torch.float32)) + sum(map(self.delta_weight, adapter_names))
-        return {"weight": total.to(weight.dtype)}
+        return {"weight": self._with_deltas(adapter_names, 1.0)}
 
     def unmerged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
+        return {"weight": self._with_deltas(adapter_names, -1.0)}
+
+    def _with_deltas(self, adapter_names: Sequence[str], sign: float) -> Tensor:
+        """``weight + sign * sum(deltas)`` in fp32 (fp64 for an fp64 base), rounded once to the weight's dtype.
+
+        Done in blocks of rows: a full-size fp32 copy of a large weight costs more in
+        memory traffic and page faults than the arithmetic (profiled: 180 ms vs 17 ms for
+        a 5504 x 2048 bf16 weight). Each block computes exactly what the whole-tensor
+        formula would.
+        """
         weight = self._weight()
-        total = weight.to(torch.promote_types(weight.dtype, torch.float32)) - sum(map(self.delta_weight, adapter_names))
-        return {"weight": total.to(weight.dtype)}
+        accumulate = torch.promote_types(weight.dtype, torch.float32)
+        flat = weight.reshape(weight.shape[0], -1)
+        new = torch.empty_like(flat)
+        step = max(1, MERGE_BLOCK_VALUES // max(1, flat.shape[1]))
+        for start in range(0, flat.shape[0], step):
+            stop = min(start + step, flat.shape[0])
+            total: Tensor | None = None
+            for name in adapter_names:
+                delta = self.delta_rows(name, start, stop)
+                total = delta if total is None else total + delta
+            block = flat[start:stop].to(accumulate)
+            new[start:stop] = block if total is None else block + total if sign > 0 else block - total
+        return new.view(weight.shape)
 
     def _check_row_dropout(self, names: Sequence[str]) -> None:
         if self.training and any(isinstance(self.lora_dropout[n], nn.Dropout) for n in names):
@@ -66,17 +101,91 @@ class LoraLayer(AdapterLayer):
                 "or use adapters with lora_dropout=0"
             )
 
-    def _stacked(self, names: Sequence[str], a: Sequence[Tensor], b: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """A as (n+1, r_max, in) and scaled B as (n+1, out, r_max); slot 0 is all zeros."""
-        r_max = max(self.r[n] for n in names)
-        first = a[0]
-        stack_a = first.new_zeros((len(names) + 1, r_max, a[0].shape[1]))
-        stack_b = first.new_zeros((len(names) + 1, b[0].shape[0], r_max))
-        for i, name in enumerate(names, start=1):
-            r = self.r[name]
-            stack_a[i, :r] = a[i - 1]
-            stack_b[i, :, :r] = b[i - 1] * self.scaling[name]
-        return stack_a, stack_b
+    def lora_factors(self, adapter_name: str) -> tuple[Tensor, Tensor]:
+        """The adapter's ``A`` (r, in) and ``B`` (out, r) as matrices (live views): the update is
+        ``scaling * B @ A``. After ``prepare_for_hotswap`` r is the padded capacity."""
+        raise NotImplementedError
+
+    # The keys of A and B in adapter_state_dict, and where the parameters live.
+    factor_keys: tuple[str, str] = ("lora_A.weight", "lora_B.weight")
+
+    def factor_owners(self, adapter_name: str) -> tuple[tuple[nn.Module, str], tuple[nn.Module, str]]:
+        """(module, attribute) holding the ``A`` and the ``B`` parameter."""
+        return (self.get_submodule(f"lora_A.{adapter_name}"), "weight"), (
+            self.get_submodule(f"lora_B.{adapter_name}"),
+            "weight",
+        )
+
+    def adapter_state_dict(self, adapter_name: str) -> dict[str, Tensor]:
+        """As saved: ``A``/``B`` cut to the adapter's rank when padded for hotswapping."""
+        state = super().adapter_state_dict(adapter_name)
+        rank = self.r.get(adapter_name)
+        for key, dim in zip(self.factor_keys, (0, 1), strict=True):
+            if rank is not None and key in state and state[key].shape[dim] > rank:
+                state[key] = state[key].narrow(dim, 0, rank)
+        return state
+
+    # --- hotswap (peft_core.hotswap.HotswapLayer) ---
+
+    def prepare_hotswap(self, max_rank: int) -> None:
+        for name in self.adapter_configs:
+            swapping.pad_adapter(self, name, max_rank)
+        self._row_stack.clear()
+
+    def check_hotswap(self, adapter_name: str, tensors: Mapping[str, Tensor], config: PeftConfig) -> None:
+        swapping.check_swap(self, adapter_name, tensors, config)
+
+    def hotswap(self, adapter_name: str, tensors: Mapping[str, Tensor], config: PeftConfig) -> None:
+        swapping.swap(self, adapter_name, tensors, config)
+
+    def _adapter_input(self, x: Tensor, adapter_name: str, dtype: torch.dtype) -> Tensor:
+        return adapter_input(x, dtype, self.lora_dropout[adapter_name])
+
+    def _rows(self, result: Tensor, x: Tensor | None = None, hidden: Tensor | None = None) -> Tensor:
+        """``result`` plus each row's adapter (the per-row routing of this call)."""
+        routing = self.row_routing
+        assert isinstance(routing, RowRouting)
+        names = tuple(self.adapter_configs)
+        self._check_row_dropout(names)
+        stack = self.row_stack(names, routing.layer_used(names))
+        return rows_delta(result, routing, names, stack, x=x, hidden=hidden)
+
+    def row_stack(self, names: tuple[str, ...], used: Sequence[int]) -> LoraStack:
+        """The adapters stacked for per-row batches (``used``: positions in ``names`` some row uses).
+
+        Cached while no adapter changes; without grad mode the cache check looks only at
+        the used adapters' tensors. With autograd the stack is built fresh and
+        differentiable, unused adapters detached (their gradients stay None).
+        """
+        if torch.is_grad_enabled() and any(t.requires_grad for i in used for t in self.lora_factors(names[i])):
+            in_use = set(used)
+            factors = [
+                tuple(t if i in in_use else t.detach() for t in self.lora_factors(n)) for i, n in enumerate(names)
+            ]
+            return stack_adapters([f[0] for f in factors], [f[1] for f in factors], [self.scaling[n] for n in names])
+
+        def sources() -> list[tuple[Tensor, ...]]:
+            scales = [self.scaling[n] for n in names]
+            return [
+                (*self.lora_factors(n), *([s] if isinstance(s, Tensor) else []))
+                for n, s in zip(names, scales, strict=True)
+            ]
+
+        def build() -> LoraStack:
+            factors = [self.lora_factors(n) for n in names]
+            return stack_adapters([f[0] for f in factors], [f[1] for f in factors], [self.scaling[n] for n in names])
+
+        return self._row_stack.get(self._adapters_key(names), used, sources, build)
+
+    def _adapters_key(self, names: tuple[str, ...]) -> Hashable:
+        """Changes when an adapter is added, removed, replaced or rescaled (cheap: no tensor reads)."""
+        held = tuple(
+            identities(c._modules.values() if isinstance(c, nn.ModuleDict) else c._parameters.values())
+            for c in self._containers()
+        )
+        # Floats compare by value; a tensor scaling is the same object (prepare_for_hotswap,
+        # which swaps floats for tensors, clears the cache) and its version is checked.
+        return names, held, tuple(self.scaling.values())
 
 
 def weight_of(module: nn.Module) -> Tensor:
@@ -118,33 +227,27 @@ class Linear(LoraLayer):
         self.lora_A[adapter_name] = lora_a
         self.lora_B[adapter_name] = lora_b
 
-    def delta_weight(self, adapter_name: str) -> Tensor:
+    def delta_rows(self, adapter_name: str, start: int, stop: int) -> Tensor:
         a = weight_of(self.lora_A[adapter_name]).float()
         b = weight_of(self.lora_B[adapter_name]).float()
-        delta = (b @ a) * self.scaling[adapter_name]
-        return delta.T if self.fan_in_fan_out else delta
+        if self.fan_in_fan_out:  # weight rows are input features: columns of B @ A
+            return ((b @ a[:, start:stop]) * self.scaling[adapter_name]).T
+        return (b[start:stop] @ a) * self.scaling[adapter_name]
+
+    def lora_factors(self, adapter_name: str) -> tuple[Tensor, Tensor]:
+        return weight_of(self.lora_A[adapter_name]), weight_of(self.lora_B[adapter_name])
 
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        result: Tensor = self.base_layer(x, *args, **kwargs)
         if self.row_routing is not None and not self.disabled:
-            return self._forward_rows(x, result)
+            return self._rows(self.base_layer(x, *args, **kwargs), x=x)
         if not self.use_adapters:
-            return result
+            return self.base_layer(x, *args, **kwargs)  # type: ignore[no-any-return]
+        # Rows flattened first: nn.Linear then returns a fresh 2-D tensor (not a view), which
+        # the adapter can add into in place, also under autograd.
+        flat_x = x.reshape(-1, x.shape[-1])
+        result: Tensor = self.base_layer(flat_x, *args, **kwargs)
         for name in self.active_adapters:
-            lora_a = self.lora_A[name]
-            dropped = self.lora_dropout[name](x.to(weight_of(lora_a).dtype))
-            result = result + (self.lora_B[name](lora_a(dropped)) * self.scaling[name]).to(result.dtype)
-        return result
-
-    def _forward_rows(self, x: Tensor, result: Tensor) -> Tensor:
-        assert self.row_routing is not None
-        names = list(self.lora_A.keys())
-        self._check_row_dropout(names)
-        index = self.row_routing.layer_index(names, x.device)
-        stack_a, stack_b = self._stacked(
-            names, [weight_of(self.lora_A[n]) for n in names], [weight_of(self.lora_B[n]) for n in names]
-        )
-        rows = x.reshape(x.shape[0], -1, x.shape[-1]).to(stack_a.dtype)
-        hidden = torch.bmm(rows, stack_a[index].transpose(1, 2))
-        delta = torch.bmm(hidden, stack_b[index].transpose(1, 2))
-        return result + delta.reshape(result.shape).to(result.dtype)
+            lora_a, lora_b = self.lora_factors(name)
+            hidden = F.linear(self._adapter_input(flat_x, name, lora_a.dtype), lora_a)
+            result = add_low_rank(result, hidden, lora_b, self.scaling[name])
+        return result.view(*x.shape[:-1], result.shape[-1])

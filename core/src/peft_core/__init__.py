@@ -23,6 +23,7 @@ from peft_core.errors import (
     TargetNotFoundError,
 )
 from peft_core.hookspecs import hookimpl, hookspec
+from peft_core.hotswap import hotswap_adapter, hotswap_adapter_from_state_dict, prepare_for_hotswap
 from peft_core.layer import BASE_ADAPTER, AdapterLayer, adapter_rows
 from peft_core.modules_to_save import ModulesToSaveWrapper
 from peft_core.peft_model import PeftModel
@@ -56,7 +57,10 @@ __all__ = [
     "get_peft_model_state_dict",
     "hookimpl",
     "hookspec",
+    "hotswap_adapter",
+    "hotswap_adapter_from_state_dict",
     "inject_adapter_in_model",
+    "prepare_for_hotswap",
     "register",
     "register_tuner",
     "registry",

@@ -139,6 +139,39 @@ class PeftModel(ActivationCheckpointing, nn.Module):
         finally:
             self.tuner.set_disabled(model, False)
 
+    def add_weighted_adapter(
+        self,
+        adapters: Sequence[str],
+        weights: Sequence[float],
+        adapter_name: str,
+        combination_type: str = "svd",
+        **options: Any,
+    ) -> None:
+        """Add ``adapter_name``: a weighted combination of ``adapters`` (not made active).
+
+        The tuner does the math (LoRA: ``"linear"``, ``"cat"`` (exact), ``"svd"`` with
+        ``svd_rank=``); see docs/weighted-adapters.md for which is exact.
+        """
+        adapters, weights = list(adapters), [float(w) for w in weights]
+        unknown = [n for n in adapters if n not in self.peft_config]
+        if not adapters or unknown or len(weights) != len(adapters):
+            raise PeftError(
+                f"add_weighted_adapter needs known adapters and one weight each; got adapters={adapters} "
+                f"(unknown: {unknown}, this model has {list(self.peft_config)}) and {len(weights)} weights"
+            )
+        if adapter_name in self.peft_config:
+            raise PeftError(f"adapter {adapter_name!r} already exists; delete_adapter() it first or pick another name")
+        config = self.tuner.add_weighted_adapter(
+            self.get_base_model(),
+            adapters,
+            weights,
+            adapter_name,
+            combination_type,
+            autocast_adapter_dtype=self.autocast_adapter_dtype,
+            **options,
+        )
+        self.peft_config[adapter_name] = config
+
     # --- merging ---
 
     def merge_adapter(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -99,6 +99,24 @@ class BaseTuner:
     def extra_trainable_parameters(self, model: nn.Module, config: PeftConfig) -> dict[str, nn.Parameter]:
         """Base parameters this config trains and saves besides the adapter (e.g. biases)."""
         return {}
+
+    def add_weighted_adapter(
+        self,
+        model: nn.Module,
+        adapters: Sequence[str],
+        weights: Sequence[float],
+        adapter_name: str,
+        combination_type: str,
+        **options: Any,
+    ) -> PeftConfig:
+        """Add ``adapter_name`` combining ``adapters`` (weighted) and return its config.
+
+        Methods that can combine adapters override this (LoRA does); by default it is an error.
+        """
+        raise PeftError(
+            f"{self.name} adapters cannot be combined with add_weighted_adapter; this method is not supported by "
+            f"the {self.name!r} tuner"
+        )
 
     # --- targeting ---
 

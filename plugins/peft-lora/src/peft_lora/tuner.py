@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -66,6 +67,20 @@ class LoraTuner(BaseTuner):
             raise ConfigError(
                 "fan_in_fan_out=True, but no target stores its weight as (in, out) (Conv1D); set it False"
             )
+
+    def add_weighted_adapter(
+        self,
+        model: nn.Module,
+        adapters: Sequence[str],
+        weights: Sequence[float],
+        adapter_name: str,
+        combination_type: str,
+        **options: Any,
+    ) -> PeftConfig:
+        """``linear``, ``cat`` (exact) or ``svd`` (``svd_rank=``): see ``peft_lora.weighted``."""
+        from peft_lora.weighted import add_weighted_adapter
+
+        return add_weighted_adapter(self, model, adapters, weights, adapter_name, combination_type, **options)
 
     def extra_trainable_parameters(self, model: nn.Module, config: PeftConfig) -> dict[str, nn.Parameter]:
         assert isinstance(config, LoraConfig)

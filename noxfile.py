@@ -45,6 +45,18 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark suite vs Hugging Face PEFT (~25 min on 2 shared cores); writes benchmarks/results.{md,json}.
+
+    Arguments go to ``python -m benchmarks.run``: ``nox -s bench -- --quick``, ``-- --device cuda``,
+    ``-- --only mixed_decode,save_load``.
+    """
+    install(session, "torch")
+    install(session, *DISTRIBUTIONS, "transformers", "peft", "accelerate")
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Fine-tune all-MiniLM-L6-v2 with LoRA on the VADER lexicon (a few minutes on 2 cores)."""
     install(session, "torch")

@@ -1,0 +1,1 @@
+"""Benchmark scenarios: each runs in a fresh process and returns a ``Result``."""

@@ -1,0 +1,64 @@
+"""Training: the LoRA step against its floor, the IA3 step, and peak memory while training."""
+
+from __future__ import annotations
+
+import gc
+
+import torch
+
+from benchmarks.backends import BACKENDS, load_backend
+from benchmarks.context import Context, Result, measure, peak_rss_mb
+from benchmarks.scenarios.common import batch, build, frozen_floor, ia3_config, lora_config, training_step, wrap
+
+
+def _train(ctx: Context, model_name: str, method: str) -> Result:
+    ids = batch(build(model_name, ctx), ctx)
+    variants = {"floor": training_step(frozen_floor(build(model_name, ctx)), ids)}
+    for name in BACKENDS:
+        backend = load_backend(name)
+        config = lora_config(backend, ctx) if method == "lora" else ia3_config(backend)
+        variants[name] = training_step(wrap(backend, build(model_name, ctx), config), ids)
+    return measure(variants, ctx, warmup=1, runs=7)
+
+
+def train_llama(ctx: Context) -> Result:
+    """LoRA training step on llama-tiny (8 x 128 tokens) vs the frozen-base floor."""
+    return _train(ctx, "llama", "lora")
+
+
+def train_gpt2(ctx: Context) -> Result:
+    """LoRA training step on GPT-2 (Conv1D layers), 8 x 128 tokens."""
+    return _train(ctx, "gpt2", "lora")
+
+
+def ia3_step(ctx: Context) -> Result:
+    """IA3 training step on llama-tiny (k, v, down; down scales its input)."""
+    return _train(ctx, "llama", "ia3")
+
+
+RSS_VARIANTS = ("floor", *BACKENDS)
+
+
+def peak_memory(ctx: Context) -> Result:
+    """Peak memory of a process that builds llama-tiny and trains 3 steps (one process per variant)."""
+    assert ctx.variant in RSS_VARIANTS, ctx.variant
+    model = build("llama", ctx)
+    ids = batch(model, ctx)
+    if ctx.variant == "floor":
+        model = frozen_floor(model)
+    else:
+        backend = load_backend(ctx.variant)
+        model = wrap(backend, model, lora_config(backend, ctx))
+    gc.collect()
+    before = peak_rss_mb()
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    step = training_step(model, ids)
+    for _ in range(3):
+        step()
+    result = Result()
+    result.values[f"{ctx.variant}_peak_rss_mb"] = peak_rss_mb()
+    result.values[f"{ctx.variant}_training_rss_mb"] = peak_rss_mb() - before
+    if ctx.device.type == "cuda":
+        result.values[f"{ctx.variant}_peak_cuda_mb"] = torch.cuda.max_memory_allocated(ctx.device) / 2**20
+    return result

@@ -84,11 +84,14 @@ class LoraLayer(AdapterLayer):
         flat = weight.reshape(weight.shape[0], -1)
         new = torch.empty_like(flat)
         step = max(1, MERGE_BLOCK_VALUES // max(1, flat.shape[1]))
+        whole = type(self).delta_weight is not LoraLayer.delta_weight  # a subclass redefines the update: use it
+        if whole:
+            step = flat.shape[0]
         for start in range(0, flat.shape[0], step):
             stop = min(start + step, flat.shape[0])
             total: Tensor | None = None
             for name in adapter_names:
-                delta = self.delta_rows(name, start, stop)
+                delta = self.delta_weight(name).reshape(flat.shape) if whole else self.delta_rows(name, start, stop)
                 total = delta if total is None else total + delta
             block = flat[start:stop].to(accumulate)
             new[start:stop] = block if total is None else block + total if sign > 0 else block - total

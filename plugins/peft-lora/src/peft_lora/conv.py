@@ -46,7 +46,7 @@ class Conv(LoraLayer):
     def delta_rows(self, adapter_name: str, start: int, stop: int) -> Tensor:
         a = weight_of(self.lora_A[adapter_name]).float()
         b = weight_of(self.lora_B[adapter_name]).float()
-        return (b.flatten(1)[start:stop] @ a.flatten(1)) * self.scaling[adapter_name]  # (out, in * kernel)
+        return (b.flatten(1)[start:stop] @ a.flatten(1)).mul_(self.scaling[adapter_name])  # (out, in * kernel)
 
     def lora_factors(self, adapter_name: str) -> tuple[Tensor, Tensor]:
         return weight_of(self.lora_A[adapter_name]).flatten(1), weight_of(self.lora_B[adapter_name]).flatten(1)

@@ -41,7 +41,7 @@ class Embedding(LoraLayer):
     def delta_rows(self, adapter_name: str, start: int, stop: int) -> Tensor:
         a = self.lora_embedding_A[adapter_name].float()
         b = self.lora_embedding_B[adapter_name].float()
-        delta: Tensor = (b @ a[:, start:stop]).T * self.scaling[adapter_name]
+        delta: Tensor = (b @ a[:, start:stop]).mul_(self.scaling[adapter_name]).T
         return delta
 
     def _lookup(self, x: Tensor, table: Tensor) -> Tensor:

@@ -93,8 +93,10 @@ class LoraLayer(AdapterLayer):
             for name in adapter_names:
                 delta = self.delta_weight(name).reshape(flat.shape) if whole else self.delta_rows(name, start, stop)
                 total = delta if total is None else total + delta
-            block = flat[start:stop].to(accumulate)
-            new[start:stop] = block if total is None else block + total if sign > 0 else block - total
+            block = flat[start:stop].to(accumulate, copy=True)
+            if total is not None:
+                block = block.add_(total) if sign > 0 else block.sub_(total)
+            new[start:stop] = block
         return new.view(weight.shape)
 
     def _check_row_dropout(self, names: Sequence[str]) -> None:
@@ -234,8 +236,8 @@ class Linear(LoraLayer):
         a = weight_of(self.lora_A[adapter_name]).float()
         b = weight_of(self.lora_B[adapter_name]).float()
         if self.fan_in_fan_out:  # weight rows are input features: columns of B @ A
-            return ((b @ a[:, start:stop]) * self.scaling[adapter_name]).T
-        return (b[start:stop] @ a) * self.scaling[adapter_name]
+            return (b @ a[:, start:stop]).mul_(self.scaling[adapter_name]).T
+        return (b[start:stop] @ a).mul_(self.scaling[adapter_name])
 
     def lora_factors(self, adapter_name: str) -> tuple[Tensor, Tensor]:
         return weight_of(self.lora_A[adapter_name]), weight_of(self.lora_B[adapter_name])

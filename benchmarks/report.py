@@ -38,6 +38,7 @@ RATIOS: list[Ratio] = [
     Ratio(
         "merged forward / base (llama-tiny)", "forward_llama", "ours_merged", "base", "1.00 +- 0.03", within(1, 0.03)
     ),
+    Ratio("second base instance / base (llama-tiny, placement noise)", "forward_llama", "base_copy", "base"),
     Ratio("HF unmerged forward / base (llama-tiny)", "forward_llama", "hf_unmerged", "base"),
     Ratio("HF merged forward / base (llama-tiny)", "forward_llama", "hf_merged", "base"),
     Ratio("unmerged forward / base (GPT-2 Conv1D)", "forward_gpt2", "ours_unmerged", "base"),
@@ -76,7 +77,7 @@ RATIOS: list[Ratio] = [
     Ratio("adapter file size, ours / HF", "save_load", "ours_file_bytes", "hf_file_bytes", "<= 1.0", at_most(1.0)),
     Ratio("peak RSS training, ours / HF", "peak_memory", "ours_peak_rss_mb", "hf_peak_rss_mb", "<= 1.0", at_most(1.0)),
     Ratio("RSS added by training, ours / HF", "peak_memory", "ours_training_rss_mb", "hf_training_rss_mb"),
-    Ratio("IA3 training step, ours / HF", "ia3_step", "ours", "hf", "<= 1.0", at_most(1.0)),
+    Ratio("IA3 training step, ours / HF", "ia3_step", "ours", "hf"),  # the issue sets no IA3 target
     Ratio("IA3 training step, ours / floor", "ia3_step", "ours", "floor"),
 ]
 

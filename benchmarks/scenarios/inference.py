@@ -10,7 +10,9 @@ from benchmarks.scenarios.common import batch, build, inference, lora_config, wr
 def _forward(ctx: Context, model_name: str) -> Result:
     base = build(model_name, ctx)
     ids = batch(base, ctx)
-    variants = {"base": inference(base, ids)}
+    # A second, identical base instance: how much two copies of one model differ in speed
+    # (memory placement) is the noise floor of the merged-vs-base ratio.
+    variants = {"base": inference(base, ids), "base_copy": inference(build(model_name, ctx), ids)}
     for name in BACKENDS:
         backend = load_backend(name)
         config = lora_config(backend, ctx, init_lora_weights=False)  # a non-zero update, as after training

@@ -152,7 +152,11 @@ class LoraLayer(AdapterLayer):
         assert isinstance(routing, RowRouting)
         names = tuple(self.adapter_configs)
         self._check_row_dropout(names)
-        stack = self.row_stack(names, routing.layer_used(names))
+        if torch.compiler.is_compiling():  # static shapes: no cache checks, no data-dependent grouping
+            factors = [self.lora_factors(n) for n in names]
+            stack = stack_adapters([f[0] for f in factors], [f[1] for f in factors], [self.scaling[n] for n in names])
+        else:
+            stack = self.row_stack(names, routing.layer_used(names))
         return rows_delta(result, routing, names, stack, x=x, hidden=hidden)
 
     def row_stack(self, names: tuple[str, ...], used: Sequence[int]) -> LoraStack:

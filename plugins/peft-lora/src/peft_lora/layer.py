@@ -15,7 +15,7 @@ from peft_core.derived import StackCache, identities
 from peft_core.layer import RowRouting
 from peft_lora import hotswap as swapping
 from peft_lora.config import LoraConfig
-from peft_lora.ops import adapter_input, add_low_rank
+from peft_lora.ops import adapter_input, add_low_rank, compiling
 from peft_lora.rows import LoraStack, rows_delta, stack_adapters
 
 MERGE_BLOCK_VALUES = 1 << 20  # fp32 values per block of rows when merging (4 MiB)
@@ -152,7 +152,7 @@ class LoraLayer(AdapterLayer):
         assert isinstance(routing, RowRouting)
         names = tuple(self.adapter_configs)
         self._check_row_dropout(names)
-        if torch.compiler.is_compiling():  # static shapes: no cache checks, no data-dependent grouping
+        if compiling():  # static shapes: no cache checks, no data-dependent grouping
             factors = [self.lora_factors(n) for n in names]
             stack = stack_adapters([f[0] for f in factors], [f[1] for f in factors], [self.scaling[n] for n in names])
         else:

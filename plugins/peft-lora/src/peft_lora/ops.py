@@ -9,10 +9,26 @@ tensor) and the add is the product's accumulate, into the base output in place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from peft_core.derived import records_grad
+
+# torch.compiler.is_compiling is torch >= 2.3; the libraries support torch >= 2.2.
+_is_compiling: Callable[[], bool]
+if hasattr(torch.compiler, "is_compiling"):
+    _is_compiling = torch.compiler.is_compiling
+else:  # pragma: no cover - torch 2.2
+    import torch._dynamo
+
+    _is_compiling = torch._dynamo.is_compiling
+
+
+def compiling() -> bool:
+    """Whether torch.compile is tracing this call (branches that would break its graph check it)."""
+    return bool(_is_compiling())
 
 
 def adapter_input(x: Tensor, dtype: torch.dtype, dropout: nn.Module) -> Tensor:
@@ -45,6 +61,6 @@ def add_low_rank(result: Tensor, hidden: Tensor, lora_b: Tensor, scaling: float 
         summed = flat.to(lora_b.dtype).addmm_(hidden_2d, lora_b.t(), alpha=alpha)
         return summed.to(result.dtype).view(result.shape)
     # Under torch.compile the graph is functionalised anyway; asking _is_view() would break it.
-    if records_grad(flat, hidden_2d, lora_b) and (torch.compiler.is_compiling() or flat._is_view() or flat.is_leaf):
+    if records_grad(flat, hidden_2d, lora_b) and (compiling() or flat._is_view() or flat.is_leaf):
         return flat.addmm(hidden_2d, lora_b.t(), alpha=alpha).view(result.shape)
     return flat.addmm_(hidden_2d, lora_b.t(), alpha=alpha).view(result.shape)

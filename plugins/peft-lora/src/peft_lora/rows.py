@@ -23,6 +23,7 @@ from torch import Tensor
 
 from peft_core.derived import records_grad
 from peft_core.layer import RowRouting
+from peft_lora.ops import compiling
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def rows_delta(
     assert inputs is not None
     inputs_3d = inputs.reshape(batch, tokens, inputs.shape[-1]).to(stack.a.dtype)
     summed = result_3d if result.dtype == stack.b.dtype else result_3d.to(stack.b.dtype)
-    if torch.compiler.is_compiling():  # the grouping's shapes depend on the data: one graph needs per-row
+    if compiling():  # the grouping's shapes depend on the data: one graph needs per-row
         slots = routing.layer_index(names, result.device)
         summed = _per_row(summed, inputs_3d, slots, stack, project=x is not None)
         return summed.to(result.dtype).view(result.shape)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from peft_core.config import PeftConfig
 from peft_core.errors import AdapterLoadError, PeftError
-from peft_core.state_dict import check_state_dict, raise_or_warn
+from peft_core.state_dict import LoadReport, check_state_dict, raise_or_warn
 
 
 def meta_skeleton(model: nn.Module) -> nn.Module:
@@ -53,9 +53,10 @@ def check_adapter_fits(
     strict: bool,
     source: str | os.PathLike[str],
     autocast_adapter_dtype: bool = True,
-) -> None:
+) -> LoadReport | None:
     """Raise ``AdapterLoadError`` if adding this adapter to ``model`` (the base model of a
     PeftModel) and loading ``tensors`` into it would fail; ``model`` is not touched.
+    Returns the check's report (the load need not check again), or None if skipped.
 
     The adapter is injected into a meta-device skeleton of the model, so a config that
     matches nothing or asks for huge ranks fails here without allocating anything. Models
@@ -67,7 +68,7 @@ def check_adapter_fits(
     try:
         skeleton = meta_skeleton(model)
     except Exception:  # an exotic module that cannot be deep-copied
-        return
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the real injection warns
@@ -78,7 +79,8 @@ def check_adapter_fits(
     except PeftError as exc:
         raise AdapterLoadError(f"adapter in {source} does not fit this model: {exc}") from exc
     except Exception:  # e.g. a third-party layer that does not support the meta device
-        return
+        return None
     report = check_state_dict(_Prefixed(skeleton), tensors, adapter_name)
     if not report.ok and (strict or report.mismatched):
         raise_or_warn(report, adapter_name, strict)
+    return report

@@ -18,7 +18,13 @@ from peft_core.errors import AdapterLoadError, MergeError, PeftError
 from peft_core.layer import adapter_layers, adapter_rows
 from peft_core.loading import check_adapter_fits, describe_error
 from peft_core.plugins import registry
-from peft_core.state_dict import LoadReport, get_peft_model_state_dict, set_peft_model_state_dict
+from peft_core.state_dict import (
+    LoadReport,
+    get_peft_model_state_dict,
+    load_checked_state_dict,
+    raise_or_warn,
+    set_peft_model_state_dict,
+)
 from peft_core.tuner import BaseTuner
 
 
@@ -264,14 +270,14 @@ class PeftModel(ActivationCheckpointing, nn.Module):
         config, tensors = read_adapter(model_id)
         config = fit_loaded_config(config, model)
         config.inference_mode = not is_trainable
-        check_adapter_fits(model, config, tensors, adapter_name, strict, model_id, autocast_adapter_dtype)
+        checked = check_adapter_fits(model, config, tensors, adapter_name, strict, model_id, autocast_adapter_dtype)
         grad_flags = [(p, p.requires_grad) for p in model.parameters()]
         try:
             peft_model = cls(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
         except Exception as exc:  # injection rolled itself back; any failure of it is a load error here
             raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {describe_error(exc)}") from exc
         try:
-            set_peft_model_state_dict(peft_model, tensors, adapter_name, strict=strict)
+            _load_state_dict(peft_model, tensors, adapter_name, strict, checked)
         except BaseException:
             peft_model.tuner.unload(model, merge=False)
             for param, flag in grad_flags:
@@ -294,7 +300,7 @@ class PeftModel(ActivationCheckpointing, nn.Module):
         config.inference_mode = not is_trainable
         if adapter_name in self.peft_config:
             raise AdapterLoadError(f"adapter {adapter_name!r} already exists; delete_adapter() it or pick another name")
-        check_adapter_fits(
+        checked = check_adapter_fits(
             self.get_base_model(), config, tensors, adapter_name, strict, model_id, self.autocast_adapter_dtype
         )
         try:
@@ -302,10 +308,21 @@ class PeftModel(ActivationCheckpointing, nn.Module):
         except Exception as exc:  # injection rolled itself back
             raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {describe_error(exc)}") from exc
         try:
-            report = set_peft_model_state_dict(self, tensors, adapter_name, strict=strict)
+            report = _load_state_dict(self, tensors, adapter_name, strict, checked)
         except BaseException:
             self.delete_adapter(adapter_name)
             raise
         if not is_trainable:
             self.eval()  # as Hugging Face PEFT: no adapter dropout in inference
         return report
+
+
+def _load_state_dict(
+    model: PeftModel, tensors: Mapping[str, Tensor], adapter_name: str, strict: bool, checked: LoadReport | None
+) -> LoadReport:
+    """Load ``tensors``; a load whose pre-check ran (``checked``) does not check them again."""
+    if checked is None:
+        return set_peft_model_state_dict(model, tensors, adapter_name, strict=strict)
+    raise_or_warn(checked, adapter_name, strict)  # the non-strict warning; errors were raised already
+    load_checked_state_dict(model, tensors, adapter_name, checked)
+    return checked

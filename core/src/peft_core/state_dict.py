@@ -115,9 +115,8 @@ def _misfit(value: object, target: Tensor, rank_dim: int | None) -> str | None:
         return None
     if value.dtype not in LOADABLE_FLOATS:
         return f"dtype not supported for adapter weights (use one of {[str(d) for d in LOADABLE_FLOATS]})"
-    bad = int((~torch.isfinite(value)).sum())
-    if bad:
-        return f"{bad} non-finite values (NaN/inf)"
+    if not bool(torch.isfinite(value).all()):
+        return f"{int((~torch.isfinite(value)).sum())} non-finite values (NaN/inf)"
     limit = torch.finfo(target.dtype).max
     if torch.finfo(value.dtype).max > limit and bool((value.abs() > limit).any()):
         return f"values beyond the range of {str(target.dtype).removeprefix('torch.')} (max {limit:.3g})"
@@ -179,11 +178,23 @@ def set_peft_model_state_dict(
     missing and unexpected keys are a warning instead and the rest is loaded.
     Floating-point tensors are cast to the adapter's dtype.
     """
+    report = check_state_dict(model, state_dict, adapter_name)
+    raise_or_warn(report, adapter_name, strict)
+    load_checked_state_dict(model, state_dict, adapter_name, report)
+    return report
+
+
+def load_checked_state_dict(
+    model: nn.Module, state_dict: Mapping[str, Tensor], adapter_name: str, report: LoadReport
+) -> None:
+    """Copy tensors that ``check_state_dict`` (``report``) found loadable, without checking again.
+
+    ``report`` may come from a structurally identical model (the meta-device skeleton of a
+    load's pre-check): keys, shapes and dtypes are the same there.
+    """
     from peft_core.compat import normalize_checkpoint_keys
 
     state_dict = normalize_checkpoint_keys(model, state_dict)
-    report = check_state_dict(model, state_dict, adapter_name)
-    raise_or_warn(report, adapter_name, strict)
     targets = adapter_tensors(model, adapter_name)
     params = dict(model.named_parameters(remove_duplicate=False))  # tied weights under every name
     with torch.no_grad():
@@ -191,4 +202,3 @@ def set_peft_model_state_dict(
             target = targets.get(key, params.get(key) if key in report.base_keys else None)
             if target is not None:
                 target.copy_(value)
-    return report

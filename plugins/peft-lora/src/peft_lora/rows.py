@@ -147,18 +147,19 @@ def rows_delta(
     out_features = result.shape[-1]
     result_3d = result.reshape(batch, -1, out_features)
     tokens = result_3d.shape[1]
+    # Under torch.compile the grouping (its shapes depend on the data) would break the graph:
+    # the per-row schedule has static shapes.
+    compiled = compiling()
+    plan = None if compiled else _plan(routing, names, result.device)
+    if plan is None and not compiled:
+        return result  # no row has an adapter here
     inputs = x if x is not None else hidden
     assert inputs is not None
     inputs_3d = inputs.reshape(batch, tokens, inputs.shape[-1]).to(stack.a.dtype)
     summed = result_3d if result.dtype == stack.b.dtype else result_3d.to(stack.b.dtype)
-    if compiling():  # the grouping's shapes depend on the data: one graph needs per-row
-        slots = routing.layer_index(names, result.device)
-        summed = _per_row(summed, inputs_3d, slots, stack, project=x is not None)
-        return summed.to(result.dtype).view(result.shape)
-    plan = _plan(routing, names, result.device)
     if plan is None:
-        return result
-    if plan.groups == 1 and plan.group_size == batch:  # every row has the same adapter: one plain product
+        summed = _per_row(summed, inputs_3d, routing.layer_index(names, result.device), stack, project=x is not None)
+    elif plan.groups == 1 and plan.group_size == batch:  # every row has the same adapter: one plain product
         summed = _one_adapter(summed, inputs_3d, plan, stack, project=x is not None)
     elif prefer_grouped(
         batch,

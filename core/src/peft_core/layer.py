@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,6 +18,27 @@ if TYPE_CHECKING:
     from peft_core.config import PeftConfig
 
 BASE_ADAPTER = "__base__"  # in ``adapter_names``: this row gets no adapter
+
+_LOADING_EVERY_TENSOR: ContextVar[bool] = ContextVar("peft_core_loading_every_tensor", default=False)
+
+
+def weights_will_be_loaded() -> bool:
+    """True while a load injects an adapter whose every tensor the checkpoint then overwrites.
+
+    Layers may then skip initialising new adapter weights (``torch.empty``): drawing
+    random numbers that are overwritten at once is most of an injection's time.
+    """
+    return _LOADING_EVERY_TENSOR.get()
+
+
+@contextmanager
+def loading_every_tensor(active: bool = True) -> Iterator[None]:
+    """Within the block (this thread or task only), ``weights_will_be_loaded()`` is ``active``."""
+    token = _LOADING_EVERY_TENSOR.set(active)
+    try:
+        yield
+    finally:
+        _LOADING_EVERY_TENSOR.reset(token)
 
 
 @dataclass(frozen=True)

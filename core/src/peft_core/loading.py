@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from peft_core.config import PeftConfig
 from peft_core.errors import AdapterLoadError, PeftError
+from peft_core.layer import loading_every_tensor
 from peft_core.state_dict import LoadReport, check_state_dict, raise_or_warn
 
 
@@ -70,7 +71,7 @@ def check_adapter_fits(
     except Exception:  # an exotic module that cannot be deep-copied
         return None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), loading_every_tensor():  # meta tensors: nothing to initialise
             warnings.simplefilter("ignore")  # the real injection warns
             tuner = registry.tuner_for_config(config)()
             tuner.inject(

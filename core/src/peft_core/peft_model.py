@@ -15,7 +15,7 @@ from peft_core.compat import fit_loaded_config, task_heads
 from peft_core.config import PeftConfig
 from peft_core.distributed import select_adapter_state_dict
 from peft_core.errors import AdapterLoadError, MergeError, PeftError
-from peft_core.layer import adapter_layers, adapter_rows
+from peft_core.layer import adapter_layers, adapter_rows, loading_every_tensor
 from peft_core.loading import check_adapter_fits, describe_error
 from peft_core.plugins import registry
 from peft_core.state_dict import (
@@ -273,7 +273,8 @@ class PeftModel(ActivationCheckpointing, nn.Module):
         checked = check_adapter_fits(model, config, tensors, adapter_name, strict, model_id, autocast_adapter_dtype)
         grad_flags = [(p, p.requires_grad) for p in model.parameters()]
         try:
-            peft_model = cls(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
+            with loading_every_tensor(_covers_every_tensor(checked)):
+                peft_model = cls(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
         except Exception as exc:  # injection rolled itself back; any failure of it is a load error here
             raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {describe_error(exc)}") from exc
         try:
@@ -304,7 +305,8 @@ class PeftModel(ActivationCheckpointing, nn.Module):
             self.get_base_model(), config, tensors, adapter_name, strict, model_id, self.autocast_adapter_dtype
         )
         try:
-            self.add_adapter(adapter_name, config)
+            with loading_every_tensor(_covers_every_tensor(checked)):
+                self.add_adapter(adapter_name, config)
         except Exception as exc:  # injection rolled itself back
             raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {describe_error(exc)}") from exc
         try:
@@ -315,6 +317,11 @@ class PeftModel(ActivationCheckpointing, nn.Module):
         if not is_trainable:
             self.eval()  # as Hugging Face PEFT: no adapter dropout in inference
         return report
+
+
+def _covers_every_tensor(checked: LoadReport | None) -> bool:
+    """Whether the checked checkpoint overwrites every tensor of the new adapter."""
+    return checked is not None and not checked.missing and not checked.mismatched
 
 
 def _load_state_dict(

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from peft_core import AdapterLayer, PeftConfig, PeftError
 from peft_core.derived import StackCache, identities
-from peft_core.layer import RowRouting
+from peft_core.layer import RowRouting, weights_will_be_loaded
 from peft_lora import hotswap as swapping
 from peft_lora.config import LoraConfig
 from peft_lora.ops import adapter_input, add_low_rank, compiling
@@ -204,6 +204,24 @@ def weight_of(module: nn.Module) -> Tensor:
     return weight
 
 
+class Factor(nn.Linear):
+    """``nn.Linear`` (no bias) for a LoRA factor, built without PyTorch's default init.
+
+    The LoRA layer initialises each factor exactly once: the default kaiming init that
+    ``nn.Linear`` runs in its constructor would be overwritten, and drawing those random
+    numbers was most of the time of injecting an adapter (profiled: ~0.5 ms per layer).
+    """
+
+    def __init__(self, in_features: int, out_features: int, device: torch.device) -> None:
+        super().__init__(in_features, out_features, bias=False, device=device)
+
+    def reset_parameters(self) -> None:
+        """Nothing at construction; ``default_init`` gives PyTorch's init when wanted."""
+
+    def default_init(self) -> None:
+        super().reset_parameters()
+
+
 def _init_linear_pair(lora_a: nn.Module, lora_b: nn.Module, init: bool | str, r: int) -> None:
     if init is False:
         return  # both keep PyTorch's random init: a non-trivial adapter for tests
@@ -230,9 +248,15 @@ class Linear(LoraLayer):
     def update_layer(self, adapter_name: str, config: LoraConfig) -> None:  # type: ignore[override]
         self._set_hyperparameters(adapter_name, config)
         device = self._weight().device
-        lora_a = nn.Linear(self.in_features, config.r, bias=False, device=device)
-        lora_b = nn.Linear(config.r, self.out_features, bias=False, device=device)
-        _init_linear_pair(lora_a, lora_b, config.init_lora_weights, config.r)
+        lora_a = Factor(self.in_features, config.r, device)
+        lora_b = Factor(config.r, self.out_features, device)
+        if weights_will_be_loaded():
+            pass  # a checkpoint overwrites both at once
+        elif config.init_lora_weights is False:
+            lora_a.default_init()
+            lora_b.default_init()
+        else:
+            _init_linear_pair(lora_a, lora_b, config.init_lora_weights, config.r)
         self.lora_A[adapter_name] = lora_a
         self.lora_B[adapter_name] = lora_b
 

@@ -18,6 +18,7 @@ from torch._dynamo.utils import counters
 from peft_core import PeftModel, get_peft_model
 from peft_lora import LoraConfig
 from support.models import MLP, tiny_llama, token_ids
+from support.training import train
 
 pytestmark = pytest.mark.slow
 
@@ -29,15 +30,10 @@ def _fresh_dynamo() -> None:
 
 
 def _train(model: torch.nn.Module, params: list[torch.nn.Parameter], x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    optimizer = torch.optim.SGD(params, lr=0.2)
-    losses = []
-    for _ in range(3):
-        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+    def loss() -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y)
+
+    return train(model, loss, steps=3, lr=0.2, optimizer=torch.optim.SGD, params=params)
 
 
 def test_inductor_matches_eager_forward_and_training() -> None:

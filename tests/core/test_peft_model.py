@@ -12,6 +12,7 @@ from peft_core import AdapterLayer, ConfigError, MergeError, PeftError, PeftMode
 from peft_core.modules_to_save import ModulesToSaveWrapper
 from peft_lora import LoraConfig
 from support.models import MLP
+from support.training import train
 
 X = torch.arange(12).reshape(3, 4) % 20
 
@@ -194,15 +195,8 @@ def test_attributes_fall_through_to_the_wrapped_model() -> None:
 def test_training_lowers_the_loss_and_moves_only_adapters() -> None:
     model = get_peft_model(MLP(), _lora(modules_to_save=["head"]))
     frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     target = torch.tensor([0, 1, 2])
-    losses = []
-    for _ in range(30):
-        loss = nn.functional.cross_entropy(model(X).mean(1), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train(model, lambda: nn.functional.cross_entropy(model(X).mean(1), target), steps=30, lr=1e-2)
     assert losses[-1] < 0.5 * losses[0]
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
 

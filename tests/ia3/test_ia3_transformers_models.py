@@ -17,6 +17,7 @@ from torch import nn
 from peft_core import PeftModel, get_peft_model, get_peft_model_state_dict
 from peft_ia3 import IA3Config, IA3Layer
 from support.models import tiny_bert, tiny_gpt2, tiny_llama, token_ids
+from support.training import train
 
 # Hugging Face PEFT's default IA3 targets for these architectures.
 MODELS: dict[str, tuple[Callable[[], nn.Module], list[str], list[str], list[str] | None]] = {
@@ -62,15 +63,8 @@ def test_training_lowers_the_loss_and_moves_only_the_vectors(name: str) -> None:
     base, model = _peft(name, **(causal if name != "bert" else {}))
     model.eval()  # no dropout: the loss curve is deterministic
     ids = token_ids(batch=4, length=8)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.3)
     labels = ids if name != "bert" else torch.tensor([0, 1, 0, 1])
-    losses = []
-    for _ in range(15):
-        loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train(model, lambda: model(input_ids=ids, labels=labels).loss, steps=15, lr=0.3)
     assert losses[-1] < losses[0] - 0.2  # nats; measured drops: 0.27 to 0.41
     frozen = {k: v for k, v in model.unload().state_dict().items() if not k.startswith("classifier")}
     assert all(torch.equal(value, base.state_dict()[key]) for key, value in frozen.items())

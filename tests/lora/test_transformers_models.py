@@ -14,6 +14,7 @@ from torch import nn
 from peft_core import PeftModel, get_peft_model
 from peft_lora import LoraConfig
 from support.models import tiny_bert, tiny_gpt2, tiny_llama, token_ids
+from support.training import train
 
 MODELS: dict[str, tuple[Callable[[], nn.Module], list[str], list[str] | None]] = {
     "gpt2": (tiny_gpt2, ["c_attn", "c_proj", "c_fc"], None),
@@ -71,15 +72,8 @@ def test_training_lowers_the_loss(name: str) -> None:
     _, model = _peft(name)
     model.eval()  # no dropout: the loss curve is deterministic
     ids = token_ids(batch=4, length=8)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
     labels = ids if name != "bert" else torch.tensor([0, 1, 0, 1])
-    losses = []
-    for _ in range(15):
-        loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train(model, lambda: model(input_ids=ids, labels=labels).loss, steps=15, lr=2e-2)
     assert losses[-1] < losses[0] - 0.2  # nats: far beyond step-to-step noise
 
 

@@ -19,6 +19,7 @@ from peft_core import MergeError, PeftModel, get_peft_model
 from peft_lora import LoraConfig
 from reliability.common import Snapshot, incumbent
 from support.models import tiny_llama, token_ids
+from support.training import train
 
 IDS = token_ids()
 
@@ -56,12 +57,7 @@ def test_merging_into_a_tied_weight_is_refused_and_nothing_is_merged(target: str
 def test_the_unmerged_adapter_trains_and_saves_without_touching_the_shared_weight(tmp_path: Path) -> None:
     base, model = _tied_peft(["lm_head"])
     embedding = model.get_base_model().model.embed_tokens.weight.clone()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    for _ in range(3):
-        loss = model(input_ids=IDS, labels=IDS).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train(model, lambda: model(input_ids=IDS, labels=IDS).loss, steps=3, lr=0.1, optimizer=torch.optim.SGD)
     assert torch.equal(model.get_base_model().model.embed_tokens.weight, embedding)
     model.save_pretrained(tmp_path)
     with warnings.catch_warnings():

@@ -18,6 +18,7 @@ from peft_core import PeftModel, get_peft_model
 from peft_lora import LoraConfig
 from support.hf_peft import base_model
 from support.models import token_ids
+from support.training import train
 
 
 def tiny_vit() -> nn.Module:
@@ -131,16 +132,9 @@ def test_training_with_reentrant_checkpointing_lowers_the_loss_and_moves_only_ad
     model = _peft(base, "vit")
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
     batch = _batch("vit")
-    losses = []
     model.train()
-    for _ in range(12):
-        loss = model(**batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train(model, lambda: model(**batch).loss, steps=12, lr=5e-2)
     assert losses[-1] < losses[0] - 0.2
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert moved == {n for n, p in model.named_parameters() if p.requires_grad} and all("lora_" in n for n in moved)

@@ -152,26 +152,26 @@ class LoraLayer(AdapterLayer):
         assert isinstance(routing, RowRouting)
         names = tuple(self.adapter_configs)
         self._check_row_dropout(names)
-        if compiling():  # static shapes: no cache checks, no data-dependent grouping
-            factors = [self.lora_factors(n) for n in names]
-            stack = stack_adapters([f[0] for f in factors], [f[1] for f in factors], [self.scaling[n] for n in names])
-        else:
-            stack = self.row_stack(names, routing.layer_used(names))
-        return rows_delta(result, routing, names, stack, x=x, hidden=hidden)
+        # Under torch.compile every adapter counts as used: which rows use which is data.
+        used = range(len(names)) if compiling() else routing.layer_used(names)
+        return rows_delta(result, routing, names, self.row_stack(names, used), x=x, hidden=hidden)
 
     def row_stack(self, names: tuple[str, ...], used: Sequence[int]) -> LoraStack:
         """The adapters stacked for per-row batches (``used``: positions in ``names`` some row uses).
 
         Cached while no adapter changes; without grad mode the cache check looks only at
         the used adapters' tensors. With autograd the stack is built fresh and
-        differentiable, unused adapters detached (their gradients stay None).
+        differentiable, unused adapters detached (their gradients stay None); under
+        torch.compile it is built fresh inside the graph (no cache checks to break it).
         """
-        if torch.is_grad_enabled() and any(t.requires_grad for i in used for t in self.lora_factors(names[i])):
+        if compiling() or (
+            torch.is_grad_enabled() and any(t.requires_grad for i in used for t in self.lora_factors(names[i]))
+        ):
             in_use = set(used)
             factors = [
                 tuple(t if i in in_use else t.detach() for t in self.lora_factors(n)) for i, n in enumerate(names)
             ]
-            return stack_adapters([f[0] for f in factors], [f[1] for f in factors], [self.scaling[n] for n in names])
+            return self._stack(names, factors)
 
         def sources() -> list[tuple[Tensor, ...]]:
             scales = [self.scaling[n] for n in names]
@@ -181,10 +181,12 @@ class LoraLayer(AdapterLayer):
             ]
 
         def build() -> LoraStack:
-            factors = [self.lora_factors(n) for n in names]
-            return stack_adapters([f[0] for f in factors], [f[1] for f in factors], [self.scaling[n] for n in names])
+            return self._stack(names, [self.lora_factors(n) for n in names])
 
         return self._row_stack.get(self._adapters_key(names), used, sources, build)
+
+    def _stack(self, names: Sequence[str], factors: Sequence[Sequence[Tensor]]) -> LoraStack:
+        return stack_adapters([f[0] for f in factors], [f[1] for f in factors], [self.scaling[n] for n in names])
 
     def _adapters_key(self, names: tuple[str, ...]) -> Hashable:
         """Changes when an adapter is added, removed, replaced or rescaled (cheap: no tensor reads)."""

@@ -10,7 +10,8 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.default_venv_backend = "venv"
 
 CONSTRAINTS = ("-c", "constraints.txt")
-DISTRIBUTIONS = ("./core", "./plugins/peft-lora", "./plugins/peft-ia3")
+# The core and every method plugin of the tree (each its own distribution).
+DISTRIBUTIONS = ("./core", *(f"./{p.parent}" for p in sorted(Path("plugins").glob("*/pyproject.toml"))))
 # Small third-party-style plugins that exist only to test the plugin contract.
 TEST_PLUGINS = tuple(f"./{p.parent}" for p in sorted(Path("tests/plugins").glob("*/pyproject.toml")))
 # hatchling: tests build plugin distributions offline (pip --no-build-isolation).
@@ -32,9 +33,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    install(session, "ruff")
+    """ruff, and import-linter: the core's layers and the plugins' imports (pyproject.toml)."""
+    install(session, "torch")
+    install(session, "ruff", "import-linter", *DISTRIBUTIONS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
 
 
 @nox.session

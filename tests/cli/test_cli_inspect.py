@@ -56,7 +56,7 @@ def test_inspect_explains_why_an_adapter_cannot_be_loaded(tmp_path: Path, capsys
     hf_model(base_model("llama"), peft.LoraConfig(target_modules=["q_proj"], use_dora=True)).save_pretrained(tmp_path)
     assert main(["inspect", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "cannot be loaded here:" in out and "use_dora=True asks for a feature" in out
+    assert "cannot be loaded here:" in out and "use_dora=True" in out and "pip install peft-dora" in out
     assert "lora_magnitude_vector" in out  # the tensors are still listed
 
 

@@ -150,7 +150,7 @@ def test_a_failed_save_leaves_the_previous_adapter(tmp_path: Path, monkeypatch: 
         Path(path).write_bytes(b"half-written")
         raise OSError("disk full")
 
-    monkeypatch.setattr("peft_core.checkpoint.save_file", broken_save)
+    monkeypatch.setattr("peft_core.io.checkpoint.save_file", broken_save)
     with pytest.raises(AdapterSaveError, match="disk full"):
         model.save_pretrained(tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp files left either

@@ -29,7 +29,7 @@ def test_console_script_is_installed() -> None:
 def test_plugins_reports_broken_plugins_and_fails(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from peft_core import plugins
+    from peft_core.registry import manager, registry
 
     class Dist:
         name, version = "bad-dist", "0.3"
@@ -40,10 +40,13 @@ def test_plugins_reports_broken_plugins_and_fails(
         def load(self) -> None:
             raise ImportError("cannot import name 'x'")
 
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [BadEntryPoint()])
-    monkeypatch.setattr(plugins, "registry", plugins.PluginRegistry())
-    monkeypatch.setattr("peft_core.cli.registry", plugins.registry)
-    with pytest.warns(RuntimeWarning):
-        assert main(["plugins"]) == 1
+    monkeypatch.setattr(manager, "entry_points", lambda group: [BadEntryPoint()])
+    registry.reset()
+    try:
+        with pytest.warns(RuntimeWarning):
+            assert main(["plugins"]) == 1
+    finally:
+        monkeypatch.undo()
+        registry.reset()
     out = capsys.readouterr().out
     assert "bad  [BROKEN]  bad-dist 0.3" in out and "cannot import name 'x'" in out

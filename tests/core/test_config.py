@@ -7,6 +7,7 @@ import json
 import pytest
 
 from peft_core import ConfigError, PeftConfig
+from peft_core.contract import TargetedConfig
 from peft_ia3 import IA3Config
 from peft_lora import LoraConfig
 
@@ -45,7 +46,7 @@ def test_json_carries_unsupported_features_switched_off() -> None:
         ({"bias": "some"}, "bias", "'none', 'all' or 'lora_only'"),
         ({"init_lora_weights": "pissa"}, "init_lora_weights", "gaussian"),
         ({"rank_pattern": {"q": 0}}, "rank_pattern", "ranks must be > 0"),
-        ({"lora_alpah": 8}, "lora_alpah", "Extra inputs are not permitted"),
+        ({"lora_alpah": 8}, "lora_alpah", "got unknown arguments ['lora_alpah']; its fields are"),
         ({"layers_to_transform": [-1]}, "layers_to_transform", ">= 0"),
     ],
 )
@@ -80,8 +81,8 @@ def test_hugging_face_keys_for_missing_features_load_when_off() -> None:
 
 
 def test_a_feature_we_lack_is_a_clear_error() -> None:
-    data = LoraConfig(target_modules=["q"]).to_json_dict() | {"use_dora": True}
-    with pytest.raises(ConfigError, match="use_dora=True asks for a feature"):
+    data = LoraConfig(target_modules=["q"]).to_json_dict() | {"lora_bias": True}
+    with pytest.raises(ConfigError, match="lora_bias=True asks for a feature"):
         LoraConfig.from_json_dict(data)
 
 
@@ -98,11 +99,16 @@ def test_unknown_key_with_a_value_is_an_error() -> None:
         LoraConfig.from_json_dict({"peft_type": "LORA", "new_thing": 3})
 
 
-@pytest.mark.parametrize("config_class", [PeftConfig, LoraConfig, IA3Config])
+@pytest.mark.parametrize("config_class", [TargetedConfig, LoraConfig, IA3Config])
 def test_json_schema_for_every_config(config_class: type[PeftConfig]) -> None:
     schema = config_class.model_json_schema()
     assert "target_modules" in schema["properties"]
     assert "peft_type" in schema["properties"]
+
+
+def test_the_shared_fields_carry_no_module_targeting() -> None:
+    # Methods without module targets (prompt learning) inherit PeftConfig: their JSON has no such keys.
+    assert not {"target_modules", "modules_to_save", "layers_to_transform"} & set(PeftConfig.model_fields)
 
 
 def test_lora_scaling() -> None:

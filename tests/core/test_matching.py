@@ -6,8 +6,7 @@ import pytest
 from torch import nn
 
 from peft_core import TargetNotFoundError, inject_adapter_in_model
-from peft_core.layer import AdapterLayer
-from peft_core.matching import layer_index, matches
+from peft_core.contract import AdapterLayer, layer_index, matches
 from peft_lora import LoraConfig
 from support.models import MLP, tiny_gpt2, tiny_llama
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from peft_core import AdapterLayer, ConfigError, MergeError, PeftError, PeftModel, get_peft_model
-from peft_core.modules_to_save import ModulesToSaveWrapper
+from peft_core import ConfigError, MergeError, ModulesToSaveWrapper, PeftError, PeftModel, get_peft_model
+from peft_core.contract import AdapterLayer
 from peft_lora import LoraConfig
 from support.models import MLP
 from support.training import train
@@ -212,7 +212,7 @@ def test_adapters_of_two_methods_do_not_mix() -> None:
     from peft_ia3 import IA3Config
 
     model = get_peft_model(MLP(), _lora())
-    with pytest.raises(PeftError, match="holds lora adapters"):
+    with pytest.raises(PeftError, match="holds LORA adapters; one model takes adapters of one method"):
         model.add_adapter("ia3", IA3Config(target_modules=["lin0"]))
 
 

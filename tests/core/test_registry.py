@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 import peft_core
-from peft_core import BaseTuner, PeftConfig, PluginConflictError, PluginError, hookimpl
+from peft_core import PluginConflictError, PluginError, hookimpl
 from peft_core import registry as global_registry
-from peft_core.plugins import PluginRegistry
+from peft_core.contract import BaseTuner, PeftConfig
+from peft_core.registry import PluginRegistry
 from peft_lora import LoraConfig, LoraTuner
 
 
@@ -48,7 +49,7 @@ def _plugin(*tuners: type[BaseTuner]) -> types.SimpleNamespace:
 
 
 def _registry(monkeypatch: pytest.MonkeyPatch, *eps: FakeEntryPoint) -> PluginRegistry:
-    monkeypatch.setattr("peft_core.plugins.entry_points", lambda group: list(eps))
+    monkeypatch.setattr("peft_core.registry.manager.entry_points", lambda group: list(eps))
     return PluginRegistry()
 
 

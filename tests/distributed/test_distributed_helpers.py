@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from peft_core import AdapterSaveError, PeftError, get_peft_model, get_peft_model_state_dict, inject_adapter_in_model
-from peft_core.distributed import (
+from peft_core.integrations.distributed import (
     adapter_key_map,
     freeze_unused_adapters,
     gather_adapter_state_dict,
@@ -21,7 +21,7 @@ from peft_core.distributed import (
     unwrap_model,
     wrap_ddp,
 )
-from peft_core.fsdp import default_block_types, shard_plan
+from peft_core.integrations.fsdp import default_block_types, shard_plan
 from peft_lora import LoraConfig
 from support.models import MLP, tiny_llama
 
@@ -229,7 +229,7 @@ def test_distributed_save_in_one_process_equals_the_plain_save(tmp_path: Path) -
 def test_distributed_save_of_a_plain_module_with_injected_adapters(tmp_path: Path) -> None:
     module = inject_adapter_in_model(LoraConfig(r=2, target_modules=["lin0"]), MLP())
     save_pretrained(module, tmp_path)
-    assert set(_files(tmp_path)) == {"lin0.lora_A.weight", "lin0.lora_B.weight"}
+    assert set(_files(tmp_path)) == {"base_model.model.lin0.lora_A.weight", "base_model.model.lin0.lora_B.weight"}
     assert '"peft_type": "LORA"' in (tmp_path / "adapter_config.json").read_text()
 
 

@@ -92,7 +92,7 @@ def test_saving_sharded_adapters(worker_results: Path, name: str) -> None:
     facts = _facts(worker_results, name)
     # The plain save sees DTensors: one clear error, no file.
     assert "refusing to save sharded DTensors" in facts["plain_save_error"]
-    assert "peft_core.distributed.save_pretrained" in facts["plain_save_error"]
+    assert "peft_core.integrations.distributed.save_pretrained" in facts["plain_save_error"]
     assert not (folder / "plain-save-rank0").exists() or not any((folder / "plain-save-rank0").iterdir())
     # The helper and the torch.distributed.checkpoint route write the same file, on rank 0 only.
     for prefix in ("saved-by-rank", "dcp-saved-by-rank"):

@@ -154,7 +154,7 @@ def reference(name: str) -> PeftModel:
     model = case.build()
     model.train()
     if name == "two_adapters":
-        from peft_core.distributed import freeze_unused_adapters
+        from peft_core.integrations.distributed import freeze_unused_adapters
 
         freeze_unused_adapters(model)
     train(name, model, rank=None)

@@ -10,6 +10,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from peft_core import MergeError, get_peft_model, inject_adapter_in_model
+from peft_core.engine.merging import merge_layer, unmerge_layer
 from peft_ia3 import IA3Config, IA3Layer
 
 
@@ -60,9 +61,9 @@ def test_transformers_conv1d_scales_the_transposed_weight(feedforward: bool) -> 
         unmerged = layer(x)
         expected = reference(x * vector) if feedforward else reference(x) * vector
         assert torch.allclose(unmerged, expected, atol=1e-6)
-        layer.merge(["default"])
+        merge_layer(layer, ["default"])
         assert torch.allclose(base(x), unmerged, atol=1e-5)  # the merged base alone
-        layer.unmerge()
+        unmerge_layer(layer)
         assert torch.allclose(base.weight, reference.weight, atol=1e-6)
         assert torch.allclose(base.bias, reference.bias, atol=1e-6)
 
@@ -92,9 +93,9 @@ def test_convolutions_scale_channels_and_merge_exactly(kind: str, feedforward: b
         unmerged = layer(x)
         expected = reference(x * vector) if feedforward else reference(x) * vector
         assert torch.allclose(unmerged, expected, atol=1e-5)
-        layer.merge(["default"])
+        merge_layer(layer, ["default"])
         assert torch.allclose(base(x), unmerged, atol=1e-5)
-        layer.unmerge()
+        unmerge_layer(layer)
         assert torch.allclose(base.weight, reference.weight, atol=1e-6)
 
 
@@ -104,7 +105,7 @@ def test_merge_scales_the_bias_only_for_output_scaling() -> None:
     for layer, scaled in ((out_layer, True), (in_layer, False)):
         bias = layer.base_layer.bias.detach().clone()
         vector = layer.ia3_l["default"].detach().flatten()
-        layer.merge(["default"])
+        merge_layer(layer, ["default"])
         expected = bias * vector if scaled else bias
         assert torch.allclose(layer.base_layer.bias, expected, atol=1e-7)
 
@@ -177,10 +178,10 @@ def test_vectors_in_fp32_on_a_bf16_base() -> None:
         assert out.dtype == torch.bfloat16
         expected = (reference(x).float() * vector.flatten()).to(torch.bfloat16)
         assert torch.equal(out, expected)  # scaled in fp32, rounded once
-        layer.merge(["default"])
+        merge_layer(layer, ["default"])
         scaled = (reference.weight.float() * vector).to(torch.bfloat16)  # (out, 1) scales rows
         assert torch.equal(base.weight, scaled)
-        layer.unmerge()
+        unmerge_layer(layer)
         # One bf16 rounding on merge and one on unmerge: within 2 ulps (2 * 2^-8 relative).
         assert torch.allclose(base.weight.float(), reference.weight.float(), rtol=2**-7, atol=0)
 

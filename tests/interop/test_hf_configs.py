@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from peft_core import AdapterLoadError, PeftModel
-from peft_core.checkpoint import config_from_dict
+from peft_core.io.checkpoint import config_from_dict
 from peft_ia3 import IA3Config
 from peft_lora import LoraConfig
 from support.hf_peft import ATOL, base_model, hf_model, inputs_for, outputs
@@ -62,6 +62,7 @@ def test_every_lora_field_written_by_hf_reads_back(tmp_path: Path) -> None:
     assert isinstance(config, LoraConfig)
     assert config.model_dump() | {"target_modules": sorted(config.target_modules or [])} == {
         "peft_type": "LORA",
+        "use_dora": False,
         "target_modules": ["q_proj", "v_proj"],
         "exclude_modules": ["layers.1.self_attn.v_proj"],
         "modules_to_save": ["lm_head"],
@@ -266,7 +267,7 @@ def test_a_feature_we_lack_is_one_clear_error_and_changes_nothing(key: str, valu
 
 def test_real_hf_dora_adapter_is_refused(tmp_path: Path) -> None:
     _hf_adapter(tmp_path, peft.LoraConfig(target_modules=["q_proj"], use_dora=True))
-    with pytest.raises(AdapterLoadError, match="use_dora=True asks for a feature"):
+    with pytest.raises(AdapterLoadError, match="use_dora=True.*peft-dora plugin.*pip install peft-dora"):
         PeftModel.from_pretrained(base_model("llama"), tmp_path)
 
 

@@ -132,5 +132,5 @@ def test_ia3_vectors_swap_by_copy(tmp_path: Path) -> None:
     hotswap_adapter(model, paths[1])
     with torch.no_grad():
         assert torch.allclose(model(_batch()), _fresh(base, paths[1])(_batch()), atol=1e-6)
-    with pytest.raises(AdapterLoadError, match="cannot hotswap a LORA adapter into IA3"):
+    with pytest.raises(AdapterLoadError, match="cannot hotswap a LORA adapter into IA3 adapter"):
         hotswap_adapter(model, _save(tmp_path, "lora"))

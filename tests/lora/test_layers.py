@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from peft_core import inject_adapter_in_model
+from peft_core.engine.merging import merge_layer, unmerge_layer
 from peft_lora import Conv, Embedding, Linear, LoraConfig
 
 
@@ -56,7 +57,7 @@ def test_conv1d_transformers_uses_the_transposed_weight() -> None:
     assert torch.allclose(layer(x), base(x) + 2 * x @ a.T @ b.T, atol=1e-5)
     assert layer.delta_weight("default").shape == base.weight.shape
     unmerged = layer(x)
-    layer.merge(["default"])
+    merge_layer(layer, ["default"])
     assert torch.allclose(base(x), unmerged, atol=1e-5)
 
 
@@ -82,9 +83,9 @@ def test_conv_merged_equals_unmerged(base: nn.Module) -> None:
     with torch.no_grad():
         unmerged = layer(x)
         weight = base.weight.clone()
-        layer.merge(["default"])
+        merge_layer(layer, ["default"])
         assert torch.allclose(base(x), unmerged, atol=1e-5)
-        layer.unmerge()
+        unmerge_layer(layer)
         assert torch.allclose(base.weight, weight, atol=1e-6)
 
 
@@ -133,7 +134,7 @@ def test_adapter_in_fp32_on_a_bf16_base() -> None:
     expected = (base(x).float() + 2 * x.float() @ a.T @ b.T).to(torch.bfloat16)
     assert torch.allclose(out.float(), expected.float(), atol=2e-2)
     weight = base.weight.clone()
-    layer.merge(["default"])
+    merge_layer(layer, ["default"])
     assert torch.equal(base.weight, (weight.float() + layer.delta_weight("default")).to(torch.bfloat16))
 
 

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from peft_core import PeftModel, get_peft_model
-from peft_core.layer import weights_will_be_loaded
+from peft_core.contract import weights_will_be_loaded
 from peft_lora import LoraConfig
 from peft_lora.layer import Linear
 from support.models import MLP

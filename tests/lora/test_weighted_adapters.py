@@ -162,5 +162,5 @@ def test_modules_to_save_cannot_be_combined() -> None:
 
 def test_a_tuner_that_cannot_combine_says_so() -> None:
     model = get_peft_model(MLP(), IA3Config(target_modules=["lin0"]))
-    with pytest.raises(PeftError, match="ia3 adapters cannot be combined with add_weighted_adapter"):
+    with pytest.raises(PeftError, match="adapters of IA3Layer cannot be combined with add_weighted_adapter"):
         model.add_weighted_adapter(["default"], [1.0], "mix", combination_type="linear")

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from peft_core.plugins import DISABLE_ENV, STRICT_ENV
+from peft_core.registry import DISABLE_ENV, STRICT_ENV
 
 
 def pip_install(target: Path, *projects: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from peft_core.plugins import ENTRY_POINT_GROUP, STRICT_ENV, PluginRegistry
+from peft_core.registry import ENTRY_POINT_GROUP, STRICT_ENV, PluginRegistry
 
 ROOT = Path(__file__).parents[2]
 PROJECTS = [ROOT / "core", *sorted(ROOT.glob("plugins/*/")), *sorted(ROOT.glob("tests/plugins/*/"))]
@@ -67,7 +67,7 @@ def test_each_declared_plugin_loads_and_meets_the_contract(
     dist: str, entry_point: EntryPoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(STRICT_ENV, "1")  # any breach of the contract raises
-    monkeypatch.setattr("peft_core.plugins.entry_points", lambda group: [Declared(entry_point, Dist(dist))])
+    monkeypatch.setattr("peft_core.registry.manager.entry_points", lambda group: [Declared(entry_point, Dist(dist))])
     registry = PluginRegistry()
     with warnings.catch_warnings():
         warnings.simplefilter("error")

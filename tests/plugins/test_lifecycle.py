@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from peft_core.scaffold import write_plugin
+from peft_core.cli.scaffold import write_plugin
 from plugin_installs import peft_core_plugins, pip_install, pip_uninstall, python
 
 # Small distributions, each breaking the contract in one way: dist name -> plugin module code.
@@ -38,7 +38,7 @@ BROKEN = {
     "peft-clash": """
         from typing import Literal
 
-        from peft_core import BaseTuner, PeftConfig, hookimpl
+        from peft_core.contract import BaseTuner, PeftConfig, hookimpl
 
         class ClashConfig(PeftConfig):
             peft_type: Literal["CLASH"] = "CLASH"

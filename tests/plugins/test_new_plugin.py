@@ -9,7 +9,7 @@ import pytest
 
 from peft_core import ConfigError
 from peft_core.cli import main
-from peft_core.scaffold import PluginNames, render, write_plugin
+from peft_core.cli.scaffold import PluginNames, render, write_plugin
 from plugin_installs import peft_core_plugins, pip_install, python
 
 DOC = Path(__file__).parents[2] / "docs" / "writing-a-tuner.md"
@@ -29,10 +29,14 @@ def test_the_generated_plugin_installs_and_passes_its_own_tests(installed: tuple
     source, site = installed
     result = python(["-m", "pytest", "-q", "-p", "no:cacheprovider"], site, cwd=source)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"\b12 passed\b", result.stdout), result.stdout  # 10 conformance checks + 2 of its own
+    assert re.search(r"\b14 passed\b", result.stdout), result.stdout  # 12 conformance checks + 2 of its own
     listing = peft_core_plugins(site).stdout
     assert "ssf  [ok]  peft-ssf 0.1.0" in listing
-    assert "tuner ssf (SSF): SsfConfig(target_modules, " in listing and "init_weights)" in listing
+    assert (
+        "tuner ssf (SSF): SsfConfig(task_type, inference_mode, base_model_name_or_path, revision, target_modules, "
+        in listing
+        and "init_weights)" in listing
+    )
 
 
 def test_the_docs_show_exactly_the_generated_files() -> None:

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 import peft_core
-from peft_core import AdapterLayer, BaseTuner, PeftConfig, PeftError, PeftModel, get_peft_model
+from peft_core import PeftError, PeftModel, get_peft_model
+from peft_core.contract import AdapterLayer, BaseTuner, PeftConfig, TargetedConfig
 from peft_ia3 import IA3Config
 from peft_lora import LoraConfig
 from reliability.common import X, incumbent, lora_mlp
@@ -135,7 +136,7 @@ def test_incumbent_ia3_ignores_adapter_names() -> None:
         assert torch.equal(model(X, adapter_names=["default", "__base__", "default"]), model(X))
 
 
-class ScaleConfig(PeftConfig):
+class ScaleConfig(TargetedConfig):
     peft_type: Literal["SCALE_TEST"] = "SCALE_TEST"
 
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-import peft_core.file_commit as file_commit
+import peft_core.io.file_commit as file_commit
 from peft_core import AdapterLoadError, AdapterSaveError, PeftModel
 from peft_lora import LoraConfig
 from reliability.common import X, incumbent, lora_mlp

@@ -101,13 +101,20 @@ def test_out_of_range_values_are_refused(field_and_value: tuple[str, Any]) -> No
         LoraConfig(target_modules=["q"], **{field: value})
 
 
+def _off(value: Any) -> bool:
+    """A feature switched off: null, false, empty, or a settings dict whose every entry is off."""
+    if isinstance(value, dict) and value:
+        return all(_off(v) for v in value.values())
+    return value is None or value is False or value in ({}, [], "")
+
+
 @PROPERTIES
 @given(st.text(min_size=1, max_size=10).filter(lambda k: k not in LoraConfig.model_fields), json_values)
 def test_an_unknown_key_is_ignored_when_off_and_refused_when_on(key: str, value: Any) -> None:
     config_json = _valid(LoraConfig) | {key: value}
     if key in LoraConfig.unsupported_keys or key in ("peft_version", "auto_mapping"):
         return
-    neutral = value is None or value is False or value in ({}, [], "")
+    neutral = _off(value)
     if neutral:
         with pytest.warns(UserWarning, match="ignoring unknown config keys"):
             LoraConfig.from_json_dict(config_json)

@@ -14,7 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from peft_core import AdapterLayer, MergeError, inject_adapter_in_model
+from peft_core import MergeError, inject_adapter_in_model
+from peft_core.contract import AdapterLayer
+from peft_core.engine.merging import drop_merge_residues, merge, merge_layer, unmerge_layer
 from peft_ia3 import IA3Config, IA3Layer
 from peft_lora import Linear as LoraLinear
 from peft_lora import LoraConfig
@@ -68,21 +70,21 @@ def test_lora_merge_algebra(
         unmerged_out = layer(x)
         compute = torch.promote_types(dtype, torch.float32)
         expected = (weight.to(compute) + sum(layer.delta_weight(n) for n in names)).to(dtype)
-        layer.merge(names)
+        merge_layer(layer, names)
         assert torch.equal(layer.base_layer.weight, expected)  # rounded once
         merged_out = layer(x)
         assert torch.allclose(merged_out, unmerged_out, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype] * (1 + scale))
-        layer.unmerge()
+        unmerge_layer(layer)
         assert torch.equal(layer.base_layer.weight, weight)  # bit for bit
 
         for name in names:  # one merge per adapter, undone newest first: still exact
-            layer.merge([name])
-        layer.unmerge()
+            merge_layer(layer, [name])
+        unmerge_layer(layer)
         assert torch.equal(layer.base_layer.weight, weight)
 
-        layer.merge(names)
-        layer.drop_merge_residues()
-        layer.unmerge()
+        merge_layer(layer, names)
+        drop_merge_residues(layer)
+        unmerge_layer(layer)
         drift = (layer.base_layer.weight.double() - weight.double()).abs()
         assert bool((drift <= _ulp(torch.maximum(weight.double().abs(), expected.double().abs()), dtype)).all())
 
@@ -128,9 +130,9 @@ def test_ia3_merge_algebra(
         else:
             out_scale = out_scale * layer.ia3_l[name].detach().float().flatten()
     expected = (state["weight"].to(compute) * in_scale[None, :] * out_scale[:, None]).to(dtype)  # as IA3 does
-    layer.merge(names)
+    merge_layer(layer, names)
     assert torch.equal(layer.base_layer.weight, expected)
-    layer.unmerge()
+    unmerge_layer(layer)
     assert all(torch.equal(v, state[k]) for k, v in layer.base_layer.state_dict().items())
 
 
@@ -151,10 +153,7 @@ def test_a_failure_at_any_layer_leaves_every_weight_bit_identical(
         raise RuntimeError("injected")
 
     layers[k].merged_weights = fail  # type: ignore[method-assign]
-    from peft_core.plugins import registry
-
-    tuner = registry.get_tuner(method)()
     with pytest.raises(MergeError, match="rolled back in every layer: injected"):
-        tuner.merge(model, ["default"], reversible=False)
+        merge(model, ["default"])
     assert all(torch.equal(v, state[key]) for key, v in model.state_dict().items())
     assert not any(layer.merged for layer in layers)

@@ -19,7 +19,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from peft_core import PeftModel, get_peft_model
-from peft_core.trainer import PeftTrainer
+from peft_core.integrations.trainer import PeftTrainer
 from peft_lora import LoraConfig
 from support.hf_peft import ATOL, add_noise, base_model, hf_load, outputs
 from support.models import token_ids

@@ -1,7 +1,8 @@
 """peft-core: parameter-efficient fine-tuning with PEFT methods as plugins.
 
-Config classes of installed plugins are importable from here too
-(``from peft_core import LoraConfig`` works when peft-lora is installed).
+The user API, named as in Hugging Face PEFT. Config classes of installed plugins are
+importable from here too (``from peft_core import LoraConfig`` works when peft-lora is
+installed). Plugin authors import from ``peft_core.contract``.
 """
 
 from __future__ import annotations
@@ -9,9 +10,13 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from peft_core.api import get_peft_model, inject_adapter_in_model
-from peft_core.checkpoint import DEFAULT_ADAPTER
-from peft_core.config import PeftConfig
+from peft_core import registry
+from peft_core.api.functions import get_peft_model, hotswap_adapter, inject_adapter_in_model
+from peft_core.api.peft_model import PeftModel
+from peft_core.contract.config import PeftConfig, TaskType
+from peft_core.contract.hookspecs import hookimpl, hookspec
+from peft_core.contract.rows import BASE_ADAPTER
+from peft_core.engine import ModulesToSaveWrapper, adapter_rows, hotswap_adapter_from_state_dict, prepare_for_hotswap
 from peft_core.errors import (
     AdapterLoadError,
     AdapterSaveError,
@@ -20,16 +25,12 @@ from peft_core.errors import (
     PeftError,
     PluginConflictError,
     PluginError,
+    PluginNotInstalledError,
     TargetNotFoundError,
+    UnknownFieldError,
 )
-from peft_core.hookspecs import hookimpl, hookspec
-from peft_core.hotswap import hotswap_adapter, hotswap_adapter_from_state_dict, prepare_for_hotswap
-from peft_core.layer import BASE_ADAPTER, AdapterLayer, adapter_rows
-from peft_core.modules_to_save import ModulesToSaveWrapper
-from peft_core.peft_model import PeftModel
-from peft_core.plugins import register, register_tuner, registry
-from peft_core.state_dict import get_peft_model_state_dict, set_peft_model_state_dict
-from peft_core.tuner import BaseTuner
+from peft_core.io.loading import DEFAULT_ADAPTER, get_peft_model_state_dict, set_peft_model_state_dict
+from peft_core.registry import DISTRIBUTIONS, register, register_tuner
 
 try:
     __version__ = version("peft-core")
@@ -39,10 +40,8 @@ except PackageNotFoundError:  # running from a source tree
 __all__ = [
     "BASE_ADAPTER",
     "DEFAULT_ADAPTER",
-    "AdapterLayer",
     "AdapterLoadError",
     "AdapterSaveError",
-    "BaseTuner",
     "ConfigError",
     "MergeError",
     "ModulesToSaveWrapper",
@@ -51,7 +50,10 @@ __all__ = [
     "PeftModel",
     "PluginConflictError",
     "PluginError",
+    "PluginNotInstalledError",
     "TargetNotFoundError",
+    "TaskType",
+    "UnknownFieldError",
     "adapter_rows",
     "get_peft_model",
     "get_peft_model_state_dict",
@@ -71,7 +73,12 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """Config classes of installed plugins, by class name (e.g. ``LoraConfig``)."""
     if name.endswith("Config") and not name.startswith("_"):
-        for config_class in registry.config_classes().values():
+        for config_class in registry.registry.config_classes().values():
             if config_class.__name__ == name:
                 return config_class
+        for distribution, class_name in DISTRIBUTIONS.values():
+            if class_name == name:
+                raise PluginNotInstalledError(
+                    f"{name} comes with the {distribution} plugin, which is not installed: pip install {distribution}"
+                )
     raise AttributeError(f"module 'peft_core' has no attribute {name!r}")

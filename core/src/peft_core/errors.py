@@ -11,12 +11,20 @@ class ConfigError(PeftError, ValueError):
     """A config value is invalid or asks for a feature that is not available."""
 
 
+class UnknownFieldError(ConfigError, TypeError):
+    """A config was given a keyword it has no field for (``TypeError``, as a dataclass raises)."""
+
+
 class TargetNotFoundError(PeftError, ValueError):
     """A module name or pattern in a config matched no module of the model."""
 
 
 class PluginError(PeftError):
     """A plugin failed to load, broke the hook contract, or is unknown."""
+
+
+class PluginNotInstalledError(PluginError, ImportError):
+    """A method of the catalogue is used (imported, loaded) but its plugin is not installed."""
 
 
 class PluginConflictError(PluginError):

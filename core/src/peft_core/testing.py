@@ -14,12 +14,14 @@ A plugin's test module needs a few lines::
             return torch.randn(4, 16)
 
 pytest then runs every inherited ``test_*`` method against that tuner: base outputs at
-neutral init, merge/unmerge round trip, merge_and_unload, unload, save/load round trip,
-multi-adapter isolation, the trainable-parameter set and the checkpoint keys. Override
-``run`` when the model's output is not a tensor, a ``.logits`` or a tuple, and ``perturb``
-when adding small noise to the adapter tensors does not move a fresh adapter away from
-its neutral init. This module needs pytest (``pip install 'peft-core[testing]'``); nothing
-else in peft-core imports it.
+neutral init, save/load round trip, multi-adapter isolation, the trainable-parameter set
+and the checkpoint keys; and for each capability the layers (or, for a model-level
+adapter, the tuner) declare, its check (merge/unmerge round trip and merge_and_unload,
+per-row batches, hotswap, weighted combination), or, where it is not declared, that the
+engine refuses it. Override ``run`` when the model's output is not a tensor, a
+``.logits`` or a tuple, and ``perturb`` when adding small noise to the adapter tensors
+does not move a fresh adapter away from its neutral init. This module needs pytest
+(``pip install 'peft-core[testing]'``); nothing else in peft-core imports it.
 """
 
 from __future__ import annotations
@@ -35,14 +37,16 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from peft_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME
-from peft_core.config import PeftConfig
-from peft_core.errors import PeftError
-from peft_core.layer import BASE_ADAPTER, AdapterLayer, adapter_layers
-from peft_core.modules_to_save import ModulesToSaveWrapper
-from peft_core.peft_model import PeftModel
-from peft_core.plugins import registry
-from peft_core.state_dict import get_peft_model_state_dict
+from peft_core.api.functions import get_peft_model, hotswap_adapter
+from peft_core.api.peft_model import PeftModel
+from peft_core.contract.capabilities import Capabilities, declared
+from peft_core.contract.config import CONFIG_NAME, PeftConfig
+from peft_core.contract.layer import AdapterLayer, adapter_layers
+from peft_core.contract.rows import BASE_ADAPTER
+from peft_core.engine import ModulesToSaveWrapper
+from peft_core.errors import MergeError, PeftError
+from peft_core.io.checkpoint import WEIGHTS_NAME
+from peft_core.io.loading import get_peft_model_state_dict
 
 try:
     import pytest
@@ -87,8 +91,9 @@ class TunerConformance:
     second_config: ClassVar[PeftConfig | None] = None
     #: Whether a fresh adapter computes the base model's outputs.
     neutral_init: ClassVar[bool] = True
-    #: Whether the tuner's layers fold into the base weights (merge/unmerge/merge_and_unload).
-    mergeable: ClassVar[bool] = True
+    #: Arguments of the ``add_weighted_adapter`` check (where ``weighted`` is declared): the
+    #: combination of the one adapter "default" with weight 1 must compute what it computes.
+    weighted_options: ClassVar[Mapping[str, Any]] = {"combination_type": "cat"}
     #: Exact checkpoint keys of the default adapter, when the format is pinned (optional).
     expected_keys: ClassVar[frozenset[str] | None] = None
     #: Tolerances: unmerged outputs against references, and merged against unmerged (fp32).
@@ -110,14 +115,16 @@ class TunerConformance:
         with torch.no_grad():
             return first_tensor(model(**inputs) if isinstance(inputs, Mapping) else model(inputs))
 
-    def perturb(self, model: nn.Module, adapter_name: str) -> None:
+    def perturb(self, model: PeftModel, adapter_name: str) -> None:
         """Move every tensor of ``adapter_name`` away from its init (seeded by the adapter name)."""
         generator = torch.Generator().manual_seed(zlib.crc32(adapter_name.encode()))
+        params = [p for _, layer in adapter_layers(model) for p in layer.adapter_parameters(adapter_name)]
+        if adapter_name in model.base_model.adapter_modules:
+            params.extend(model.base_model.adapter_modules[adapter_name].parameters())
         with torch.no_grad():
-            for _, layer in adapter_layers(model):
-                for param in layer.adapter_parameters(adapter_name):
-                    noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-                    param.add_(0.1 * noise.to(device=param.device, dtype=param.dtype))
+            for param in params:
+                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+                param.add_(0.1 * noise.to(device=param.device, dtype=param.dtype))
 
     # --- helpers ---
 
@@ -125,8 +132,6 @@ class TunerConformance:
         return self.make_model().eval()
 
     def _peft(self, base: nn.Module, perturbed: bool = True) -> PeftModel:
-        from peft_core.api import get_peft_model
-
         model = get_peft_model(copy.deepcopy(base), self.config.model_copy(deep=True))
         if perturbed:
             self.perturb(model, "default")
@@ -140,14 +145,18 @@ class TunerConformance:
         for _, layer in adapter_layers(model):
             for name in layer.adapter_configs:
                 found.update((id(p), p) for p in layer.adapter_parameters(name))
-        tuner = registry.tuner_for_config(self.config)()
+        tuner = model.base_model.tuner
         for config in model.peft_config.values():
             found.update((id(p), p) for p in tuner.extra_trainable_parameters(model.get_base_model(), config).values())
+        found.update((id(p), p) for p in model.base_model.adapter_modules.parameters())
         return found
 
-    def _skip_unless_mergeable(self) -> None:
-        if not self.mergeable:
-            pytest.skip(f"{type(self.config).__name__}: this tuner's layers do not merge")
+    def capabilities(self, model: PeftModel) -> Capabilities:
+        """What every adapter of ``model`` declares: its layers' classes and a model-level adapter's tuner."""
+        declared_by = [declared(type(layer)) for _, layer in _tuned_layers(model)]
+        if model.base_model.adapter_modules:
+            declared_by.append(declared(type(model.base_model.tuner)))
+        return Capabilities(**{name: all(name in d.names() for d in declared_by) for name in Capabilities().__dict__})
 
     # --- the checks ---
 
@@ -173,9 +182,14 @@ class TunerConformance:
         _close(self.run(model, inputs), adapted, self.atol, "re-enabled adapter")
 
     def test_merge_unmerge_round_trip(self) -> None:
-        self._skip_unless_mergeable()
         base, inputs = self._base(), self.make_inputs()
         model = self._peft(base)
+        if not self.capabilities(model).mergeable:
+            with pytest.raises(MergeError, match="merg"):
+                model.merge_adapter()
+            with pytest.raises(MergeError, match="merg"):
+                model.merge_and_unload()
+            return
         unmerged = self.run(model, inputs)
         before = {k: v.clone() for k, v in model.get_base_model().state_dict().items()}
         model.merge_adapter()
@@ -190,9 +204,10 @@ class TunerConformance:
         _close(self.run(model, inputs), unmerged, self.merge_atol, "unmerged again")
 
     def test_merge_and_unload_gives_a_plain_model(self) -> None:
-        self._skip_unless_mergeable()
         base, inputs = self._base(), self.make_inputs()
         model = self._peft(base)
+        if not self.capabilities(model).mergeable:
+            pytest.skip("merging is not declared; test_merge_unmerge_round_trip checks that it is refused")
         unmerged = self.run(model, inputs)
         merged = model.merge_and_unload()
         assert not any(isinstance(m, AdapterLayer) for m in merged.modules())
@@ -256,7 +271,7 @@ class TunerConformance:
         batch = first_tensor(inputs).shape[0]
         names = [("default", "other", BASE_ADAPTER)[row % 3] for row in range(batch)]
         mixed = functools.partial(model, adapter_names=names)
-        if not all(layer.supports_row_routing for _, layer in adapter_layers(model)):
+        if not self.capabilities(model).per_row:
             with pytest.raises(PeftError, match="not supported"):  # says so, rather than ignoring the names
                 self.run(mixed, inputs)
             return
@@ -297,12 +312,51 @@ class TunerConformance:
         model.add_adapter("adapter_x", self.config.model_copy(deep=True))
         keys = set(get_peft_model_state_dict(model))
         assert keys, "the adapter state dict is empty"
-        assert all(k.startswith(KEY_PREFIX) for k in keys), f"keys must start with {KEY_PREFIX!r}: {sorted(keys)}"
+        assert keys == set(model.base_model.adapter_state_dict("default")), "saved keys are not the tuner's keys"
+        layer_keys = {
+            k for path, _ in adapter_layers(model.get_base_model()) for k in keys if k.startswith(KEY_PREFIX + path)
+        }
+        assert all(k.startswith(KEY_PREFIX) for k in layer_keys)
         assert set(get_peft_model_state_dict(model, "adapter_x")) == keys, "keys depend on the adapter name"
         named = [k for k in keys if {"default", "adapter_x"} & set(k.split("."))]
         assert not named, f"keys carry the adapter name: {named}"
         live = {t.data_ptr() for t in [*model.parameters(), *model.buffers()]}
-        copies = sorted(k for k, t in get_peft_model_state_dict(model, "adapter_x").items() if t.data_ptr() not in live)
-        assert not copies, f"state dict tensors that are not the model's own: {copies}"
+        own = model.base_model.adapter_state_dict("adapter_x")
+        copies = sorted(k for k, t in own.items() if t.data_ptr() not in live)
+        assert not copies, f"adapter_state_dict tensors that are not the model's own: {copies}"
         if self.expected_keys is not None:
             assert keys == self.expected_keys, f"keys: {sorted(keys)}"
+
+    def test_hotswap_replaces_the_adapter_or_is_refused(self, tmp_path: Path) -> None:
+        base, inputs = self._base(), self.make_inputs()
+        other = self._peft(base)
+        self.perturb(other, "default")  # twice: another adapter than a fresh _peft
+        other.save_pretrained(tmp_path)
+        expected = self.run(other, inputs)
+        model = self._peft(base)
+        if not self.capabilities(model).hotswap:
+            with pytest.raises(PeftError, match="hotswap"):
+                hotswap_adapter(model, tmp_path)
+            return
+        before = self.run(model, inputs)
+        assert not torch.allclose(before, expected, atol=100 * self.atol, rtol=0), "perturb gave the same adapter twice"
+        hotswap_adapter(model, tmp_path)
+        _close(self.run(model, inputs), expected, self.atol, "hotswapped adapter vs the saved one")
+        if self.capabilities(model).mergeable:  # a merged adapter is never swapped under the merge
+            model.merge_adapter()
+            with pytest.raises(PeftError, match="merged"):
+                hotswap_adapter(model, tmp_path)
+
+    def test_weighted_combination_of_one_adapter_or_refusal(self) -> None:
+        base, inputs = self._base(), self.make_inputs()
+        model = self._peft(base)
+        alone = self.run(model, inputs)
+        if getattr(self.config, "modules_to_save", None):
+            pytest.skip("whole-module copies (modules_to_save) are not combined")
+        if not self.capabilities(model).weighted:
+            with pytest.raises(PeftError, match="add_weighted_adapter"):
+                model.add_weighted_adapter(["default"], [1.0], "combined", **self.weighted_options)
+            return
+        model.add_weighted_adapter(["default"], [1.0], "combined", **self.weighted_options)
+        model.set_adapter("combined")
+        _close(self.run(model, inputs), alone, self.merge_atol, "weighted combination of one adapter, weight 1")

@@ -7,11 +7,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from peft_core import PeftConfig
-from peft_core.config import check_regex
+from peft_core.contract import PeftConfig, TargetedConfig, check_regex
 
 
-class IA3Config(PeftConfig):
+class IA3Config(TargetedConfig):
     """IA3: ``y = l * (W x)`` for a target, ``y = W (l * x)`` for a feed-forward target.
 
     ``l`` is one learned vector per target (ones at init, so the model starts as the base

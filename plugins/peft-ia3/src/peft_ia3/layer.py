@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from peft_core import AdapterLayer, MergeError
-from peft_core.derived import StackCache, identities
+from peft_core.contract import AdapterLayer, Capabilities, Merge, MergeError, StackCache, identities
 from peft_ia3.config import IA3Config
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -23,7 +22,7 @@ class IA3Layer(AdapterLayer):
     """
 
     adapter_attribute_names = ("ia3_l",)
-    supports_row_routing = True
+    capabilities = Capabilities(mergeable=True, per_row=True, hotswap=True)
 
     def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool = False) -> None:
         super().__init__(base_layer)
@@ -152,15 +151,13 @@ class IA3Layer(AdapterLayer):
         along_rows = feedforward == self.fan_in_fan_out  # which weight dim holds the scaled channels
         return scale.view(-1, 1) if along_rows else scale.view(1, -1)
 
-    def _scaled(self, names: Sequence[str], invert: bool) -> dict[str, Tensor]:
+    def _scaled(self, scales: Mapping[bool, Tensor], invert: bool) -> dict[str, Tensor]:
+        """The weight (and, for output scaling, the bias) times ``scales`` (by feedforward kind), or divided."""
         weight = self._weight()
         new_weight = weight.to(torch.promote_types(weight.dtype, torch.float32))  # fp64 stays fp64
         bias = getattr(self.base_layer, "bias", None)
         new_bias = bias.to(torch.promote_types(bias.dtype, torch.float32)) if isinstance(bias, Tensor) else None
-        for feedforward in (True, False):
-            scale = self._product(names, feedforward)
-            if scale is None:
-                continue
+        for feedforward, scale in scales.items():
             factor = 1 / scale if invert else scale
             new_weight = new_weight * self._weight_scale(factor, feedforward)
             if not feedforward and new_bias is not None:
@@ -170,28 +167,26 @@ class IA3Layer(AdapterLayer):
             values["bias"] = new_bias.to(bias.dtype)
         return values
 
-    def check_merge(self, adapter_names: Sequence[str], reversible: bool = True, finite: bool = False) -> None:
-        super().check_merge(adapter_names, reversible, finite)
+    def _scales(self, names: Sequence[str]) -> dict[bool, Tensor]:
+        found = {kind: self._product(names, kind) for kind in (True, False)}
+        return {kind: scale.detach().clone() for kind, scale in found.items() if scale is not None}
+
+    def check_merge(self, adapter_names: Sequence[str], reversible: bool = True) -> None:
         if reversible:
             # Unmerge divides by the vector: a zero (or one whose reciprocal overflows) loses the weight.
-            zero = [n for n in self._mergeable(adapter_names) if not (1 / self.ia3_l[n].float()).isfinite().all()]
+            zero = [n for n in adapter_names if not (1 / self.ia3_l[n].float()).isfinite().all()]
             if zero:
                 raise MergeError(
                     f"ia3_l of {zero} has zero entries: a merge could not be undone (unmerge divides by it). "
                     "Use merge_and_unload(), which needs no unmerge, or keep the adapter unmerged."
                 )
 
-    def check_unmerge(self, adapter_names: Sequence[str]) -> None:
-        # Checked again at unmerge time: the vectors may have changed since the merge.
-        zero = [n for n in adapter_names if n in self.ia3_l and bool((self.ia3_l[n] == 0).any())]
-        if zero:
-            raise MergeError(
-                f"ia3_l of {zero} has zero entries: unmerging divides by it and cannot recover the weights. "
-                "Restore the vectors the merge used, or keep the merged weights with merge_and_unload()."
-            )
+    def merged_weights(self, adapter_names: Sequence[str]) -> Merge:
+        # The scales are the undo state: an unmerge divides by what was multiplied in, even if
+        # the vectors changed since (training, a load).
+        scales = self._scales(adapter_names)
+        return Merge(self._scaled(scales, invert=False), state=scales)
 
-    def merged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
-        return self._scaled(adapter_names, invert=False)
-
-    def unmerged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
-        return self._scaled(adapter_names, invert=True)
+    def unmerged_weights(self, adapter_names: Sequence[str], state: Any = None) -> dict[str, Tensor]:
+        scales = state if state is not None else self._scales(adapter_names)
+        return self._scaled(scales, invert=True)

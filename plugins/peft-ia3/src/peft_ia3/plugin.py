@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peft_core import BaseTuner, hookimpl
+from peft_core.contract import BaseTuner, hookimpl
 from peft_ia3.tuner import IA3Tuner
 
 

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
-import warnings
+import json
 from collections.abc import Sequence
+from importlib.resources import files
 
 from torch import nn
 
-from peft_core import AdapterLayer, BaseTuner, ConfigError, PeftConfig, TargetNotFoundError
-from peft_core.matching import describe_unmatched, matches, unmatched_entries
-from peft_core.tuner import plain_modules
+from peft_core.contract import (
+    AdapterLayer,
+    BaseTuner,
+    ConfigError,
+    PeftConfig,
+    TargetNotFoundError,
+    describe_unmatched,
+    is_conv1d,
+    matches,
+    unmatched_entries,
+    with_fan_in_fan_out,
+)
 from peft_ia3.config import IA3Config
 from peft_ia3.layer import IA3Layer
 
 
-def _is_conv1d_transformers(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D"
+def _table(name: str) -> dict[str, list[str]]:
+    """A table of Hugging Face PEFT's defaults by transformers ``model_type`` (package data)."""
+    table: dict[str, list[str]] = json.loads(files("peft_ia3").joinpath(name).read_text(encoding="utf-8"))
+    return table
 
 
-def _base(module: nn.Module) -> nn.Module:
-    return module.base_layer if isinstance(module, AdapterLayer) else module
+DEFAULT_FEEDFORWARD_MODULES = _table("default_feedforward.json")
 
 
 class IA3Tuner(BaseTuner):
@@ -27,16 +38,14 @@ class IA3Tuner(BaseTuner):
 
     name = "ia3"
     config_class = IA3Config
+    default_target_modules = _table("default_targets.json")
 
     def create_layer(self, target: nn.Module, adapter_name: str, config: PeftConfig) -> AdapterLayer | None:
         if isinstance(target, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
-            layer = IA3Layer(target)
-        elif _is_conv1d_transformers(target):
-            layer = IA3Layer(target, fan_in_fan_out=True)
-        else:
-            return None
-        layer.add_adapter(adapter_name, config)
-        return layer
+            return IA3Layer(target)
+        if is_conv1d(target):
+            return IA3Layer(target, fan_in_fan_out=True)
+        return None
 
     def resolve_config(self, config: PeftConfig, module_path: str) -> PeftConfig:
         # Narrow feedforward_modules to this module: [path] if its input is scaled, else [].
@@ -44,23 +53,23 @@ class IA3Tuner(BaseTuner):
         feedforward = matches(module_path, config.feedforward_modules)
         return config.model_copy(update={"feedforward_modules": [module_path] if feedforward else []})
 
-    def check_targets(self, model: nn.Module, config: PeftConfig, targets: Sequence[str]) -> None:
+    def prepare_config(self, model: nn.Module, config: PeftConfig, targets: Sequence[str]) -> PeftConfig:
         assert isinstance(config, IA3Config)
+        if config.feedforward_modules is None:
+            model_type = getattr(getattr(model, "config", None), "model_type", None)
+            defaults = DEFAULT_FEEDFORWARD_MODULES.get(str(model_type))
+            if defaults is not None:  # as Hugging Face PEFT: the architecture's table, kept to the targets
+                kept = [entry for entry in defaults if any(matches(path, [entry]) for path in targets)]
+                config = config.model_copy(update={"feedforward_modules": kept})
         if config.feedforward_modules:
-            paths = [path for path, _ in plain_modules(model)]
+            paths = [path for path, _ in model.named_modules() if path]
             missing = unmatched_entries(config.feedforward_modules, paths)
             if missing:
                 raise TargetNotFoundError(describe_unmatched("feedforward_modules", missing, paths))
             outside = [p for p in paths if matches(p, config.feedforward_modules) and p not in targets]
+            outside = [p for p in outside if not any(p.startswith(t + ".") for t in targets)]
             if outside:
                 raise ConfigError(
                     f"feedforward_modules must be a subset of the targets; these match but are not targets: {outside}"
                 )
-        uses_conv1d = any(_is_conv1d_transformers(_base(model.get_submodule(path))) for path in targets)
-        if uses_conv1d and not config.fan_in_fan_out:
-            warnings.warn("targets include transformers Conv1D layers: setting fan_in_fan_out=True", stacklevel=4)
-            config.fan_in_fan_out = True
-        elif not uses_conv1d and config.fan_in_fan_out:
-            raise ConfigError(
-                "fan_in_fan_out=True, but no target stores its weight as (in, out) (Conv1D); set it False"
-            )
+        return with_fan_in_fan_out(model, config, targets)

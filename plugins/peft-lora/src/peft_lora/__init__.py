@@ -7,5 +7,6 @@ from peft_lora.conv import Conv
 from peft_lora.embedding import Embedding
 from peft_lora.layer import Linear, LoraLayer
 from peft_lora.tuner import LoraTuner
+from peft_lora.variant import LoraVariant
 
-__all__ = ["Conv", "Embedding", "Linear", "LoraConfig", "LoraLayer", "LoraTuner"]
+__all__ = ["Conv", "Embedding", "Linear", "LoraConfig", "LoraLayer", "LoraTuner", "LoraVariant"]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from peft_core import PeftConfig
+from peft_core.contract import PeftConfig, TargetedConfig
 
 
-class LoraConfig(PeftConfig):
+class LoraConfig(TargetedConfig):
     """Low-rank adaptation: ``h = W x + (lora_alpha / r) * B A x`` on each target.
 
     ``A`` is (r, in) and ``B`` is (out, r); ``B`` starts at zero so the model starts as
@@ -34,12 +35,14 @@ class LoraConfig(PeftConfig):
         "target_parameters": None,
         "trainable_token_indices": None,
         "use_bdlora": None,
-        "use_dora": False,
         "use_qalora": False,
         "velora_config": None,
     }
     # Settings of features that must be off anyway (Megatron, QALoRA), and runtime_config
     # (written by PEFT 0.12-0.13: how to run, not what the adapter computes).
+    #: Flags that LoRA variants implement (through the ``peft_lora_variant`` hook), and the
+    #: distribution that provides each: set without it installed, the flag is one clear error.
+    variant_flags: ClassVar[Mapping[str, str]] = {"use_dora": "peft-dora"}
     inert_keys: ClassVar[frozenset[str]] = PeftConfig.inert_keys | {
         "megatron_core",
         "qalora_group_size",
@@ -60,6 +63,9 @@ class LoraConfig(PeftConfig):
     init_lora_weights: bool | Literal["gaussian"] = Field(
         default=True,
         description="True: A Kaiming-uniform, B zero; 'gaussian': A normal(1/r), B zero; False: both random.",
+    )
+    use_dora: bool = Field(
+        default=False, description="Weight-decomposed LoRA (DoRA): a learned magnitude per output row (peft-dora)."
     )
     rank_pattern: dict[str, int] = Field(
         default_factory=dict, description="Per-module rank: module name (suffix) or regex -> r."

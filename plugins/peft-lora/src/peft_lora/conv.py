@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from peft_lora.config import LoraConfig
-from peft_lora.layer import LoraLayer, _init_linear_pair, weight_of
+from peft_lora.layer import LORA_CAPABILITIES, LoraLayer, _init_linear_pair, weight_of
 
 
 class Conv(LoraLayer):
@@ -16,6 +16,7 @@ class Conv(LoraLayer):
     padding and dilation; B is a 1x1 conv(r -> out). Only ``groups=1`` bases."""
 
     adapter_attribute_names = ("lora_A", "lora_B")
+    capabilities = LORA_CAPABILITIES
 
     def __init__(self, base_layer: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> None:
         super().__init__(base_layer)

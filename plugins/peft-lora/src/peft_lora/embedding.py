@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from peft_lora.config import LoraConfig
-from peft_lora.layer import LoraLayer
+from peft_lora.layer import LORA_CAPABILITIES, LoraLayer
 from peft_lora.ops import add_low_rank
 from peft_lora.rows import rows_delta
 
@@ -21,6 +21,7 @@ class Embedding(LoraLayer):
     """
 
     adapter_attribute_names = ("lora_embedding_A", "lora_embedding_B")
+    capabilities = LORA_CAPABILITIES
 
     def __init__(self, base_layer: nn.Embedding) -> None:
         super().__init__(base_layer)

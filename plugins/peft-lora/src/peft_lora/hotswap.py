@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from peft_core import PeftConfig, PeftError
+from peft_core.contract import PeftConfig, PeftError
 from peft_lora.config import LoraConfig
 
 if TYPE_CHECKING:

@@ -10,21 +10,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from peft_core import AdapterLayer, PeftConfig, PeftError
-from peft_core.derived import StackCache, identities
-from peft_core.layer import RowRouting, weights_will_be_loaded
+from peft_core.contract import (
+    AdapterLayer,
+    Capabilities,
+    ConfigError,
+    Merge,
+    PeftConfig,
+    PeftError,
+    RowRouting,
+    StackCache,
+    compiling,
+    identities,
+    weights_will_be_loaded,
+)
 from peft_lora import hotswap as swapping
 from peft_lora.config import LoraConfig
-from peft_lora.ops import adapter_input, add_low_rank, compiling
+from peft_lora.ops import adapter_input, add_low_rank
 from peft_lora.rows import LoraStack, rows_delta, stack_adapters
 
 MERGE_BLOCK_VALUES = 1 << 20  # fp32 values per block of rows when merging (4 MiB)
 
+#: What plain LoRA layers support: every operation is exact for a sum of low-rank updates.
+LORA_CAPABILITIES = Capabilities(mergeable=True, per_row=True, hotswap=True, weighted=True)
+
 
 class LoraLayer(AdapterLayer):
-    """Rank, scale and dropout per adapter; additive merging in fp32 with one rounding."""
+    """Rank, scale and dropout per adapter; additive merging in fp32 with one rounding.
 
-    supports_row_routing = True
+    Concrete layers declare ``LORA_CAPABILITIES``; a subclass that changes the math (a
+    variant) states its own.
+    """
+
     rank_dims: ClassVar[Mapping[str, int]] = {
         "lora_A.weight": 0,
         "lora_B.weight": 1,
@@ -39,7 +55,17 @@ class LoraLayer(AdapterLayer):
         self.lora_dropout = nn.ModuleDict()
         self._row_stack = StackCache[LoraStack]()
 
+    #: ``LoraConfig`` variant flags this layer class implements (a variant's layers set theirs).
+    variant_flags: ClassVar[frozenset[str]] = frozenset()
+
     def _set_hyperparameters(self, adapter_name: str, config: LoraConfig) -> None:
+        flags = {flag for flag in config.variant_flags if getattr(config, flag)}
+        if flags - self.variant_flags:
+            raise ConfigError(
+                f"adapter {adapter_name!r} sets {sorted(flags - self.variant_flags)}, but this module already holds "
+                f"a {type(self).__name__} made for other adapters, which does not implement it; give every adapter "
+                "on these modules the same variant flags"
+            )
         self.r[adapter_name] = config.r
         self.scaling[adapter_name] = config.scaling()
         self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout else nn.Identity()
@@ -65,10 +91,10 @@ class LoraLayer(AdapterLayer):
     def _weight(self) -> Tensor:
         return self.base_layer.get_parameter("weight")
 
-    def merged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
-        return {"weight": self._with_deltas(adapter_names, 1.0)}
+    def merged_weights(self, adapter_names: Sequence[str]) -> Merge:
+        return Merge({"weight": self._with_deltas(adapter_names, 1.0)})
 
-    def unmerged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
+    def unmerged_weights(self, adapter_names: Sequence[str], state: Any = None) -> dict[str, Tensor]:
         return {"weight": self._with_deltas(adapter_names, -1.0)}
 
     def _with_deltas(self, adapter_names: Sequence[str], sign: float) -> Tensor:
@@ -130,7 +156,7 @@ class LoraLayer(AdapterLayer):
                 state[key] = state[key].narrow(dim, 0, rank)
         return state
 
-    # --- hotswap (peft_core.hotswap.HotswapLayer) ---
+    # --- hotswap ---
 
     def prepare_hotswap(self, max_rank: int) -> None:
         for name in self.adapter_configs:
@@ -238,6 +264,7 @@ class Linear(LoraLayer):
     """LoRA on ``nn.Linear`` (weight (out, in)) or ``Conv1D`` (weight (in, out): fan_in_fan_out)."""
 
     adapter_attribute_names = ("lora_A", "lora_B")
+    capabilities = LORA_CAPABILITIES
 
     def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool = False) -> None:
         super().__init__(base_layer)

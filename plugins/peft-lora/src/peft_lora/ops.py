@@ -9,26 +9,10 @@ tensor) and the add is the product's accumulate, into the base output in place.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 
-from peft_core.derived import records_grad
-
-# torch.compiler.is_compiling is torch >= 2.3; the libraries support torch >= 2.2.
-_is_compiling: Callable[[], bool]
-if hasattr(torch.compiler, "is_compiling"):
-    _is_compiling = torch.compiler.is_compiling
-else:  # pragma: no cover - torch 2.2
-    import torch._dynamo
-
-    _is_compiling = torch._dynamo.is_compiling
-
-
-def compiling() -> bool:
-    """Whether torch.compile is tracing this call (branches that would break its graph check it)."""
-    return bool(_is_compiling())
+from peft_core.contract import compiling, records_grad
 
 
 def adapter_input(x: Tensor, dtype: torch.dtype, dropout: nn.Module) -> Tensor:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from peft_core import BaseTuner, hookimpl
+import pluggy
+
+from peft_core.contract import BaseTuner, hookimpl
+from peft_lora import hookspecs
 from peft_lora.tuner import LoraTuner
 
 
 @hookimpl
 def peft_tuners() -> list[type[BaseTuner]]:
     return [LoraTuner]
+
+
+@hookimpl
+def peft_add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
+    plugin_manager.add_hookspecs(hookspecs)

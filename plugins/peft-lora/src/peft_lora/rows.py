@@ -21,9 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from peft_core.derived import records_grad
-from peft_core.layer import RowRouting
-from peft_lora.ops import compiling
+from peft_core.contract import RowRouting, compiling, records_grad
 
 
 @dataclass(frozen=True)

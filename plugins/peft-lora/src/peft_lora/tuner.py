@@ -1,45 +1,85 @@
-"""``LoraTuner``: which layer wraps which module, per-module ranks, and trained biases."""
+"""``LoraTuner``: which layer wraps which module, per-module ranks, trained biases, variants."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
-from peft_core import AdapterLayer, BaseTuner, ConfigError, ModulesToSaveWrapper, PeftConfig, TargetNotFoundError
-from peft_core.matching import describe_unmatched, matching_entry
+from peft_core.contract import (
+    AdaptedModel,
+    AdapterLayer,
+    BaseTuner,
+    ConfigError,
+    PeftConfig,
+    TargetNotFoundError,
+    describe_unmatched,
+    is_conv1d,
+    matching_entry,
+    with_fan_in_fan_out,
+)
 from peft_lora.config import LoraConfig
 from peft_lora.conv import Conv, is_supported_conv
+from peft_lora.defaults import DEFAULT_TARGET_MODULES
 from peft_lora.embedding import Embedding
 from peft_lora.layer import Linear, LoraLayer
-
-
-def _is_conv1d_transformers(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D"
+from peft_lora.variant import LoraVariant
+from peft_lora.weighted import weighted_adapter
 
 
 class LoraTuner(BaseTuner):
-    """LoRA for Linear, transformers Conv1D, Embedding and Conv1d/2d/3d (groups=1)."""
+    """LoRA for Linear, transformers Conv1D, Embedding and Conv1d/2d/3d (groups=1).
+
+    A config with a variant flag (``use_dora``) gets its layers from the plugin that
+    answers ``peft_lora_variant`` for it.
+    """
 
     name = "lora"
     config_class = LoraConfig
+    default_target_modules = DEFAULT_TARGET_MODULES
+
+    def check_config(self, config: PeftConfig) -> None:
+        assert isinstance(config, LoraConfig)
+        self.variant(config)  # a variant flag without its plugin fails here, before anything changes
+
+    def prepare_config(self, model: nn.Module, config: PeftConfig, targets: Sequence[str]) -> PeftConfig:
+        assert isinstance(config, LoraConfig)
+        for field in ("rank_pattern", "alpha_pattern"):
+            keys = getattr(config, field)
+            missing = [key for key in keys if not any(matching_entry(path, [key]) for path in targets)]
+            if missing:
+                raise TargetNotFoundError(describe_unmatched(field, missing, targets))
+        return with_fan_in_fan_out(model, config, targets)
+
+    def variant(self, config: LoraConfig) -> LoraVariant | None:
+        """The plugin variant for ``config``'s flags; None for plain LoRA; an error if none is installed."""
+        flags = [flag for flag in config.variant_flags if getattr(config, flag)]
+        if not flags:
+            return None
+        found = self.hooks.peft_lora_variant(config=config) if self.hooks is not None else None
+        if found is None:
+            needed = sorted({config.variant_flags[flag] for flag in flags})
+            raise ConfigError(
+                f"LoraConfig sets {', '.join(f'{flag}=True' for flag in flags)}, a LoRA variant that the "
+                f"{' and '.join(needed)} plugin provides, which is not installed: pip install {' '.join(needed)}"
+            )
+        return found  # type: ignore[no-any-return]
 
     def create_layer(self, target: nn.Module, adapter_name: str, config: PeftConfig) -> AdapterLayer | None:
-        layer: LoraLayer
+        assert isinstance(config, LoraConfig)
+        variant = self.variant(config)
+        if variant is not None:
+            return variant.create_layer(target, config)
         if isinstance(target, nn.Linear):
-            layer = Linear(target)
-        elif _is_conv1d_transformers(target):
-            layer = Linear(target, fan_in_fan_out=True)
-        elif isinstance(target, nn.Embedding):
-            layer = Embedding(target)
-        elif is_supported_conv(target):
-            layer = Conv(target)
-        else:
-            return None
-        layer.add_adapter(adapter_name, config)
-        return layer
+            return Linear(target)
+        if is_conv1d(target):
+            return Linear(target, fan_in_fan_out=True)
+        if isinstance(target, nn.Embedding):
+            return Embedding(target)
+        if is_supported_conv(target):
+            return Conv(target)
+        return None
 
     def resolve_config(self, config: PeftConfig, module_path: str) -> PeftConfig:
         assert isinstance(config, LoraConfig)
@@ -52,35 +92,16 @@ class LoraTuner(BaseTuner):
             update["lora_alpha"] = config.alpha_pattern[alpha_key]
         return config.model_copy(update=update) if update else config
 
-    def check_targets(self, model: nn.Module, config: PeftConfig, targets: Sequence[str]) -> None:
-        assert isinstance(config, LoraConfig)
-        for field in ("rank_pattern", "alpha_pattern"):
-            keys = getattr(config, field)
-            missing = [key for key in keys if not any(matching_entry(path, [key]) for path in targets)]
-            if missing:
-                raise TargetNotFoundError(describe_unmatched(field, missing, targets))
-        uses_conv1d = any(_is_conv1d_transformers(_base(model.get_submodule(path))) for path in targets)
-        if uses_conv1d and not config.fan_in_fan_out:
-            warnings.warn("targets include transformers Conv1D layers: setting fan_in_fan_out=True", stacklevel=4)
-            config.fan_in_fan_out = True
-        elif not uses_conv1d and config.fan_in_fan_out:
-            raise ConfigError(
-                "fan_in_fan_out=True, but no target stores its weight as (in, out) (Conv1D); set it False"
-            )
-
-    def add_weighted_adapter(
+    def weighted_adapter(
         self,
-        model: nn.Module,
+        model: AdaptedModel,
         adapters: Sequence[str],
         weights: Sequence[float],
-        adapter_name: str,
         combination_type: str,
         **options: Any,
-    ) -> PeftConfig:
+    ) -> tuple[PeftConfig, dict[str, Tensor]]:
         """``linear``, ``cat`` (exact) or ``svd`` (``svd_rank=``): see ``peft_lora.weighted``."""
-        from peft_lora.weighted import add_weighted_adapter
-
-        return add_weighted_adapter(self, model, adapters, weights, adapter_name, combination_type, **options)
+        return weighted_adapter(model, adapters, weights, combination_type, **options)
 
     def extra_trainable_parameters(self, model: nn.Module, config: PeftConfig) -> dict[str, nn.Parameter]:
         assert isinstance(config, LoraConfig)
@@ -91,17 +112,13 @@ class LoraTuner(BaseTuner):
         for path, module in model.named_modules():
             if any(path.startswith(prefix) for prefix in skip):
                 continue
-            if isinstance(module, ModulesToSaveWrapper):
-                skip.append(path + ".")  # saved whole, with the copy's own bias
-            elif isinstance(module, LoraLayer):
+            if isinstance(module, LoraLayer):
                 skip.append(path + ".")
                 bias = getattr(module.base_layer, "bias", None)
                 if isinstance(bias, nn.Parameter):
                     found[f"{path}.base_layer.bias" if path else "base_layer.bias"] = bias
+            elif isinstance(module, AdapterLayer):
+                skip.append(path + ".")  # a modules_to_save copy: saved whole, with its own bias
             elif config.bias == "all" and isinstance(bias := module._parameters.get("bias"), nn.Parameter):
                 found[f"{path}.bias" if path else "bias"] = bias
         return found
-
-
-def _base(module: nn.Module) -> nn.Module:
-    return module.base_layer if isinstance(module, AdapterLayer) else module

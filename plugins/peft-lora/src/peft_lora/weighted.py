@@ -21,10 +21,9 @@ import re
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from peft_core import BaseTuner, ConfigError, PeftError
-from peft_core.layer import adapter_layers
+from peft_core.contract import MODEL_PREFIX, AdaptedModel, ConfigError, PeftError, adapter_layers
 from peft_lora.config import LoraConfig
 from peft_lora.layer import LoraLayer
 
@@ -69,39 +68,32 @@ def truncated_svd(b: Tensor, a: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     return new_a, new_b
 
 
-def add_weighted_adapter(
-    tuner: BaseTuner,
-    model: nn.Module,
+def weighted_adapter(
+    model: AdaptedModel,
     adapters: Sequence[str],
     weights: Sequence[float],
-    adapter_name: str,
     combination_type: str = "svd",
     svd_rank: int | None = None,
-    autocast_adapter_dtype: bool = True,
-) -> LoraConfig:
-    """Add ``adapter_name`` to ``model`` combining ``adapters``; returns its config.
-
-    All math is done before the model changes; a failure leaves it as it was.
-    """
+) -> tuple[LoraConfig, dict[str, Tensor]]:
+    """The config and the factors (under their checkpoint keys) of the combined adapter."""
     if combination_type not in COMBINATION_TYPES:
         raise ConfigError(f"combination_type {combination_type!r} is not supported; use one of {COMBINATION_TYPES}")
     if svd_rank is not None and svd_rank <= 0:
         raise ConfigError(f"svd_rank must be > 0, got {svd_rank}")
-    layers = [
-        (path, layer) for path, layer in adapter_layers(model) if any(a in layer.adapter_configs for a in adapters)
-    ]
-    configs = {a: next(layer.adapter_configs[a] for _, layer in layers if a in layer.adapter_configs) for a in adapters}
-    saved = [a for a, config in configs.items() if config.modules_to_save]
+    configs = {a: model.peft_config[a] for a in adapters}
+    saved = [a for a, config in configs.items() if getattr(config, "modules_to_save", None)]
     if saved:
         raise PeftError(
             f"adapters {saved} have modules_to_save (whole trained copies of modules), which cannot be "
             "combined; combine adapters without modules_to_save"
         )
-    combined: dict[str, tuple[Tensor, Tensor]] = {}
-    for path, layer in layers:
+    combined: dict[str, tuple[LoraLayer, str, Tensor, Tensor]] = {}
+    for path, layer in adapter_layers(model.model):
+        present = [(a, w) for a, w in zip(adapters, weights, strict=True) if a in layer.adapter_configs]
+        if not present:
+            continue
         if not isinstance(layer, LoraLayer):
             raise PeftError(f"{path!r} is a {type(layer).__name__}, not a LoRA layer: it cannot be combined")
-        present = [(a, w) for a, w in zip(adapters, weights, strict=True) if a in layer.adapter_configs]
         ranks = [layer.r[a] for a, _ in present]
         factors = [
             (f[0][:r], f[1][:, :r]) for f, r in zip((layer.lora_factors(a) for a, _ in present), ranks, strict=True)
@@ -113,23 +105,18 @@ def add_weighted_adapter(
             )
         rank = svd_rank or max(ranks)
         coefficients = [w * float(layer.scaling[a]) for a, w in present]
-        combined[path] = combine_factors(factors, coefficients, combination_type, rank)
+        combined[path] = (layer, present[0][0], *combine_factors(factors, coefficients, combination_type, rank))
     first = configs[adapters[0]]
     assert isinstance(first, LoraConfig)
-    config = _combined_config(first, {path: a.shape[0] for path, (a, _) in combined.items()})
-    tuner.inject(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
-    try:
-        with torch.no_grad():
-            for path, (new_a, new_b) in combined.items():
-                target = model.get_submodule(path)
-                assert isinstance(target, LoraLayer)
-                target_a, target_b = target.lora_factors(adapter_name)
-                target_a.copy_(new_a)
-                target_b.copy_(new_b)
-    except BaseException:
-        tuner.delete_adapter(model, adapter_name)
-        raise
-    return config
+    config = _combined_config(first, {path: a.shape[0] for path, (_, _, a, _) in combined.items()})
+    tensors: dict[str, Tensor] = {}
+    for path, (layer, source, new_a, new_b) in combined.items():
+        key_a, key_b = layer.factor_keys
+        state = layer.adapter_state_dict(source)
+        shape_a, shape_b = state[key_a].shape, state[key_b].shape
+        tensors[f"{MODEL_PREFIX}{path}.{key_a}"] = new_a.reshape(new_a.shape[0], *shape_a[1:])
+        tensors[f"{MODEL_PREFIX}{path}.{key_b}"] = new_b.reshape(new_b.shape[0], new_b.shape[1], *shape_b[2:])
+    return config, tensors
 
 
 def _combined_config(first: LoraConfig, ranks: dict[str, int]) -> LoraConfig:

@@ -10,7 +10,6 @@ from torch import nn
 
 import peft_core
 from peft_core import ConfigError, get_peft_model
-from peft_core.plugins import PluginRegistry
 from peft_core.testing import TunerConformance
 from peft_lora import LoraConfig
 from peft_lora_scaled import ScaledLinear, ScaledLoraLinear
@@ -59,9 +58,11 @@ def test_merging_divides_the_update_by_the_scale() -> None:
 
 def test_without_the_plugin_lora_refuses_scaled_linear(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PEFT_CORE_DISABLE_PLUGINS", "lora_scaled")
-    bare = PluginRegistry()
-    for module in ("peft_core.plugins", "peft_core.peft_model"):
-        monkeypatch.setattr(f"{module}.registry", bare)
-    assert [p.name for p in bare.plugins() if p.disabled] == ["lora_scaled"]
-    with pytest.raises(ConfigError, match="cannot adapt 'up' of type ScaledLinear"):
-        peft_core.get_peft_model(Net(), LoraConfig(r=2, target_modules=["up"]))
+    peft_core.registry.reset()
+    try:
+        assert [p.name for p in peft_core.registry.plugins() if p.disabled] == ["lora_scaled"]
+        with pytest.raises(ConfigError, match="cannot adapt 'up' of type ScaledLinear"):
+            peft_core.get_peft_model(Net(), LoraConfig(r=2, target_modules=["up"]))
+    finally:
+        monkeypatch.delenv("PEFT_CORE_DISABLE_PLUGINS")
+        peft_core.registry.reset()

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from peft_core import PeftConfig
+from peft_core.contract import TargetedConfig
 
 
-class BitFitConfig(PeftConfig):
+class BitFitConfig(TargetedConfig):
     """``y = f(x) + d`` on each target, ``d`` shaped like the target's bias (zeros at init)."""
 
     peft_type: Literal["BITFIT"] = "BITFIT"

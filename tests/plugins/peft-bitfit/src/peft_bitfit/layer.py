@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from peft_bitfit.config import BitFitConfig
-from peft_core import AdapterLayer, ConfigError
+from peft_core.contract import AdapterLayer, Capabilities, ConfigError, Merge
 
 # Layers whose bias is indexed by dim 1 of the output (channels); for the rest it is the trailing dims.
 CHANNELS_FIRST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
@@ -19,7 +19,7 @@ class BiasDeltaLayer(AdapterLayer):
     """One ``bias_delta`` per adapter, shaped like ``base_layer.bias``; active adapters add up."""
 
     adapter_attribute_names = ("bias_delta",)
-    supports_row_routing = True
+    capabilities = Capabilities(mergeable=True, per_row=True, hotswap=True)
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
@@ -62,8 +62,8 @@ class BiasDeltaLayer(AdapterLayer):
         assert isinstance(total, Tensor)
         return {"bias": total.to(bias.dtype)}
 
-    def merged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
-        return self._bias_with(adapter_names, 1.0)
+    def merged_weights(self, adapter_names: Sequence[str]) -> Merge:
+        return Merge(self._bias_with(adapter_names, 1.0))
 
-    def unmerged_weights(self, adapter_names: Sequence[str]) -> dict[str, Tensor]:
+    def unmerged_weights(self, adapter_names: Sequence[str], state: Any = None) -> dict[str, Tensor]:
         return self._bias_with(adapter_names, -1.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from peft_bitfit.tuner import BitFitTuner
-from peft_core import BaseTuner, hookimpl
+from peft_core.contract import BaseTuner, hookimpl
 
 
 @hookimpl

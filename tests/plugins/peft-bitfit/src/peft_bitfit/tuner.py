@@ -6,7 +6,7 @@ from torch import nn
 
 from peft_bitfit.config import BitFitConfig
 from peft_bitfit.layer import BiasDeltaLayer
-from peft_core import AdapterLayer, BaseTuner, PeftConfig
+from peft_core.contract import AdapterLayer, BaseTuner, PeftConfig
 
 
 class BitFitTuner(BaseTuner):
@@ -16,6 +16,4 @@ class BitFitTuner(BaseTuner):
     config_class = BitFitConfig
 
     def create_layer(self, target: nn.Module, adapter_name: str, config: PeftConfig) -> AdapterLayer | None:
-        layer = BiasDeltaLayer(target)
-        layer.add_adapter(adapter_name, config)
-        return layer
+        return BiasDeltaLayer(target)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from peft_core.contract import Capabilities
 from peft_lora import Linear
 
 
@@ -25,6 +26,8 @@ class ScaledLinear(nn.Module):
 class ScaledLoraLinear(Linear):
     """LoRA's forward as is (``ScaledLinear(x) + s_lora B A x``); merging divides the update by ``scale``,
     because the base weight is multiplied by it on the way out."""
+
+    capabilities = Capabilities(mergeable=True)
 
     def delta_weight(self, adapter_name: str) -> Tensor:
         assert isinstance(self.base_layer, ScaledLinear)

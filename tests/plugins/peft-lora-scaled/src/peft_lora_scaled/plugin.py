@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from peft_core import AdapterLayer, BaseTuner, PeftConfig, hookimpl
+from peft_core.contract import AdapterLayer, BaseTuner, PeftConfig, hookimpl
 from peft_lora_scaled.layer import ScaledLinear, ScaledLoraLinear
 
 
@@ -14,6 +14,4 @@ def peft_adapter_layer(
 ) -> AdapterLayer | None:
     if tuner.name != "lora" or not isinstance(target, ScaledLinear):
         return None  # not ours: the next plugin, then the tuner itself, decides
-    layer = ScaledLoraLinear(target)
-    layer.add_adapter(adapter_name, config)
-    return layer
+    return ScaledLoraLinear(target)  # the engine adds the adapter

@@ -15,34 +15,49 @@ from plugin_installs import peft_core_plugins, pip_install, python
 DOC = Path(__file__).parents[2] / "docs" / "writing-a-tuner.md"
 
 
+# The two worked examples of the docs: (name, kind, first config fields listed, tests run by its suite).
+EXAMPLES = {
+    "ssf": ("module", "task_type, inference_mode, base_model_name_or_path, revision, target_modules, ", "14 passed"),
+    "embed-shift": ("prompt", "task_type, inference_mode, base_model_name_or_path, revision, token_dim, ", "13 passed"),
+}
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """``peft-core new-plugin ssf``, unchanged, installed into a folder: (plugin source, site folder)."""
+    """``peft-core new-plugin`` of both examples, unchanged, installed into one folder: (sources, site)."""
     root = tmp_path_factory.mktemp("new-plugin")
-    write_plugin("ssf", root / "peft-ssf")
-    pip_install(root / "site", root / "peft-ssf")
-    return root / "peft-ssf", root / "site"
+    for name, (kind, _, _) in EXAMPLES.items():
+        write_plugin(name, root / f"peft-{name}", kind)
+    pip_install(root / "site", *(root / f"peft-{name}" for name in EXAMPLES))
+    return root, root / "site"
 
 
 @pytest.mark.slow
-def test_the_generated_plugin_installs_and_passes_its_own_tests(installed: tuple[Path, Path]) -> None:
-    source, site = installed
-    result = python(["-m", "pytest", "-q", "-p", "no:cacheprovider"], site, cwd=source)
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_the_generated_plugin_installs_and_passes_its_own_tests(installed: tuple[Path, Path], name: str) -> None:
+    root, site = installed
+    kind, fields, passed = EXAMPLES[name]
+    result = python(["-m", "pytest", "-q", "-p", "no:cacheprovider"], site, cwd=root / f"peft-{name}")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"\b14 passed\b", result.stdout), result.stdout  # 12 conformance checks + 2 of its own
+    # module: 12 conformance checks + 2 of its own; prompt: 12 checks, 1 skipped (merge_and_unload), + 2
+    assert re.search(rf"\b{passed}\b", result.stdout), result.stdout
+    names = PluginNames.from_name(name)
     listing = peft_core_plugins(site).stdout
-    assert "ssf  [ok]  peft-ssf 0.1.0" in listing
-    assert (
-        "tuner ssf (SSF): SsfConfig(task_type, inference_mode, base_model_name_or_path, revision, target_modules, "
-        in listing
-        and "init_weights)" in listing
-    )
+    assert f"{names.name}  [ok]  {names.distribution} 0.1.0" in listing
+    assert f"tuner {names.name} ({names.peft_type}): {names.class_prefix}Config({fields}" in listing
 
 
-def test_the_docs_show_exactly_the_generated_files() -> None:
-    blocks = dict(re.findall(r'```\w+ title="([^"]+)"\n(.*?)\n```', DOC.read_text(), flags=re.S))
-    generated = render(PluginNames.from_name("ssf"))
-    assert set(blocks) == set(generated) - {"README.md", "src/peft_ssf/py.typed"}
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_the_docs_show_exactly_the_generated_files(name: str) -> None:
+    names = PluginNames.from_name(name)
+    generated = render(names, EXAMPLES[name][0])
+    shown = re.findall(r'```\w+ title="([^"]+)"\n(.*?)\n```', DOC.read_text(), flags=re.S)
+    blocks = {
+        path.removeprefix(f"{names.distribution}/"): text
+        for path, text in shown
+        if path.startswith(names.distribution + "/")
+    }
+    assert set(blocks) == set(generated) - {"README.md", f"src/{names.package}/py.typed"}
     for path, text in blocks.items():
         assert text + "\n" == generated[path], f"{DOC.name} shows an outdated {path}: paste in the generated one"
 

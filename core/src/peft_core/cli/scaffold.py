@@ -1,9 +1,11 @@
-"""``peft-core new-plugin NAME``: write a tuner plugin that installs and passes its own tests.
+"""``peft-core new-plugin NAME [--kind module|prompt]``: write a tuner plugin that installs and
+passes its own tests.
 
-The skeleton is a small working method (a learned scale and shift per output feature of
-``nn.Linear`` targets) in the layout ``docs/writing-a-tuner.md`` walks through: pyproject
-with the entry point, config, layer, tuner, plugin module and a test on
-``peft_core.testing``. Replace the math; the contract around it stays.
+Each kind is a small working method in the layout ``docs/writing-a-tuner.md`` walks through:
+``module`` wraps ``nn.Linear`` targets (a learned scale and shift per output feature: config,
+layer, tuner), ``prompt`` changes the model's inputs (a learned shift of the input
+embeddings: config, tuner with model-level hooks); both with pyproject and entry point,
+plugin module and a test on ``peft_core.testing``. Replace the math; the contract stays.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from peft_core.errors import ConfigError
 from peft_core.registry import registry
 
-# template file -> path in the new plugin (formatted with the names)
+# template file -> path in the new plugin (formatted with the names); a kind has those it has
 TEMPLATES = {
     "pyproject.toml.tmpl": "pyproject.toml",
     "README.md.tmpl": "README.md",
@@ -30,6 +32,7 @@ TEMPLATES = {
     "plugin.py.tmpl": "src/{package}/plugin.py",
     "test.py.tmpl": "tests/test_{name}.py",
 }
+KINDS = ("module", "prompt")
 EMPTY_FILES = ("src/{package}/py.typed",)
 _NAME = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 
@@ -73,8 +76,10 @@ def _core_requirement() -> str:
     return f"peft-core>={major}.{minor},<{upper}"
 
 
-def render(names: PluginNames) -> dict[str, str]:
-    """The plugin's files: relative path -> text."""
+def render(names: PluginNames, kind: str = "module") -> dict[str, str]:
+    """The plugin's files: relative path -> text (``kind``: "module" or "prompt")."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown plugin kind {kind!r}; choose one of {', '.join(KINDS)}")
     values = {
         "name": names.name,
         "distribution": names.distribution,
@@ -84,9 +89,11 @@ def render(names: PluginNames) -> dict[str, str]:
         "title": names.class_prefix,
         "core_requirement": _core_requirement(),
     }
-    folder = files("peft_core") / "templates" / "plugin"
+    folder = files("peft_core") / "templates" / kind
     rendered = {}
     for template, target in TEMPLATES.items():
+        if not (folder / template).is_file():
+            continue
         text = string.Template((folder / template).read_text(encoding="utf-8")).substitute(values)
         rendered[target.format(name=names.name, package=names.package)] = text
     for target in EMPTY_FILES:
@@ -94,8 +101,10 @@ def render(names: PluginNames) -> dict[str, str]:
     return rendered
 
 
-def write_plugin(raw_name: str, directory: str | Path | None = None) -> tuple[PluginNames, Path, list[str]]:
-    """Write the skeleton of plugin ``raw_name`` into ``directory`` (default ``./peft-<name>``).
+def write_plugin(
+    raw_name: str, directory: str | Path | None = None, kind: str = "module"
+) -> tuple[PluginNames, Path, list[str]]:
+    """Write the skeleton of plugin ``raw_name`` of ``kind`` into ``directory`` (default ``./peft-<name>``).
 
     Refuses a name an installed tuner already has and a folder that is not empty; nothing
     is written then. Returns the names, the folder and the files written.
@@ -107,7 +116,7 @@ def write_plugin(raw_name: str, directory: str | Path | None = None) -> tuple[Pl
     root = Path(directory) if directory is not None else Path(names.distribution)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ConfigError(f"{root} exists and is not an empty folder; choose another --dir")
-    rendered = render(names)
+    rendered = render(names, kind)
     for relative, text in rendered.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,12 +125,13 @@ def write_plugin(raw_name: str, directory: str | Path | None = None) -> tuple[Pl
 
 
 def _run(args: argparse.Namespace) -> int:
-    names, root, written = write_plugin(args.name, args.dir)  # errors: reported by cli.main
+    names, root, written = write_plugin(args.name, args.dir, args.kind)  # errors: reported by cli.main
     print(f"created {names.distribution} (tuner {names.name!r}, peft_type {names.peft_type!r}) in {root}:")
     for relative in written:
         print(f"  {relative}")
     print(f"next:\n  cd {root}\n  pip install -e '.[test]'\n  pytest\n  peft-core plugins")
-    print(f"then replace the method in src/{names.package}/layer.py (see docs/writing-a-tuner.md)")
+    where = "layer.py" if args.kind == "module" else "tuner.py"
+    print(f"then replace the method in src/{names.package}/{where} (see docs/writing-a-tuner.md)")
     return 0
 
 
@@ -130,4 +140,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = commands.add_parser("new-plugin", help="write the skeleton of a tuner plugin (installs, passes its tests)")
     parser.add_argument("name", help="method name, e.g. 'scale-shift' (gives peft-scale-shift, ScaleShiftConfig)")
     parser.add_argument("--dir", type=Path, default=None, help="folder to create (default: ./peft-<name>)")
+    parser.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="module",
+        help="module: wraps target modules (LoRA-like); prompt: changes the model's inputs (prompt-tuning-like)",
+    )
     parser.set_defaults(run=_run)

@@ -11,7 +11,9 @@ fails for tied weights, e.g. GPT-2). ``PeftTrainer`` is that ``Trainer`` with:
   Hugging Face PEFT layout (``adapter_config.json`` + ``adapter_model.safetensors``,
   non-default adapters in subfolders), loadable by both libraries;
 - ``resume_from_checkpoint`` and ``load_best_model_at_end`` copying the saved adapter
-  tensors into the model's existing adapters in place (the optimizer keeps its parameters).
+  tensors into the model's existing adapters in place (the optimizer keeps its parameters);
+- ``model.update_and_allocate(global_step)`` after each optimizer step (before the
+  gradients are zeroed), the tuner's ``on_step_end`` (AdaLoRA allocates ranks there).
 
 Other models pass through to ``Trainer`` unchanged. Use it as a base next to another
 ``Trainer`` subclass: ``class MyTrainer(PeftTrainer, SFTTrainer)``. Importing this
@@ -59,6 +61,18 @@ def _holds_adapters(directory: str | os.PathLike[str]) -> bool:
     return (root / CONFIG_NAME).is_file() or any((p / CONFIG_NAME).is_file() for p in root.iterdir() if p.is_dir())
 
 
+class _StepEnd(transformers.TrainerCallback):  # type: ignore[misc]
+    """Calls ``update_and_allocate`` after each optimizer step, with the step's number."""
+
+    def __init__(self, trainer: PeftTrainer) -> None:
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        model = self.trainer._peft_model()
+        if model is not None:
+            model.update_and_allocate(state.global_step)  # numbered from 0, as in a plain loop
+
+
 class PeftTrainer(transformers.Trainer):  # type: ignore[misc]
     """transformers' ``Trainer``, with adapter-only checkpoints for peft-core models."""
 
@@ -67,6 +81,7 @@ class PeftTrainer(transformers.Trainer):  # type: ignore[misc]
         base = self._peft_base()
         if base is None:
             return
+        self.add_callback(_StepEnd(self))
         # What Trainer works out from a Hugging Face PeftModel's base model, from ours.
         if self.args.label_names is None:
             self.label_names = find_labels(type(base))

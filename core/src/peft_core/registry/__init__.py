@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from peft_core.registry.catalogue import DISTRIBUTIONS, PluginInfo, install_hint
 from peft_core.registry.manager import (
     DISABLE_ENV,
-    DISTRIBUTIONS,
     ENTRY_POINT_GROUP,
     STRICT_ENV,
-    PluginInfo,
     PluginRegistry,
-    install_hint,
     register,
     register_tuner,
     registry,

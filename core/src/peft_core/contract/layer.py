@@ -179,10 +179,12 @@ class AdapterLayer(nn.Module):
 
     @property
     def adapter_names(self) -> list[str]:
+        """The adapters this layer holds, in the order they were added."""
         return list(self.adapter_configs)
 
     @property
     def merged(self) -> bool:
+        """Whether some adapter is merged into the base weights."""
         return bool(self.merged_adapters)
 
     @property

@@ -152,8 +152,9 @@ class AdapterLayer(nn.Module):
 
     # --- hotswap (used where ``capabilities.hotswap``) ---
 
-    def prepare_hotswap(self, max_rank: int) -> None:
-        """Make every adapter swappable for one of rank <= ``max_rank`` without new shapes."""
+    def prepare_hotswap(self, max_rank: int | None) -> None:
+        """Make every adapter swappable for one of rank <= ``max_rank`` without new shapes or
+        recompiles (None: keep the current ranks, only make the swap recompile-free)."""
 
     def check_hotswap(self, adapter_name: str, tensors: Mapping[str, Tensor], config: PeftConfig) -> None:
         """Raise ``PeftError`` unless ``tensors`` (keys as in ``adapter_state_dict``) can be swapped in.

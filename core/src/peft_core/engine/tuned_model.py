@@ -241,3 +241,20 @@ def view_of(model: nn.Module) -> TunedModel:
     view = TunedModel(model)
     view._active = state.active_adapter_names(model)
     return view
+
+
+def refuse_adapted(model: nn.Module) -> None:
+    """Refuse to wrap a model that already holds adapters, saying why it holds them and what to do."""
+    if isinstance(model._modules.get("base_model"), TunedModel):
+        raise PeftError(
+            "the model is a PeftModel already; add another adapter with model.add_adapter(name, config) or "
+            "model.load_adapter(path, adapter_name=name), or start again from model.unload()"
+        )
+    held = sorted(state.model_configs(model))
+    if held:
+        raise PeftError(
+            f"this model already holds the adapters {held}: get_peft_model and PeftModel.from_pretrained change the "
+            "model you pass in place (it is the one inside the PeftModel they returned). Load into a fresh base "
+            "model, add to the PeftModel you have (peft_model.load_adapter(path, adapter_name=...)), or call "
+            "peft_model.unload() first"
+        )

@@ -5,13 +5,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, SupportsIndex
 
 from torch import nn
 
 from peft_core.api.activation_checkpointing import ActivationCheckpointing, is_checkpointing, require_input_grads
 from peft_core.api.checkpointing import Checkpointing
 from peft_core.api.model_hooks import ModelHooks
+from peft_core.api.signature import reduce_signed, signed_class
 from peft_core.api.status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 from peft_core.contract.config import PeftConfig
 from peft_core.contract.layer import adapter_layers
@@ -40,12 +41,18 @@ class PeftModel(Checkpointing, ActivationCheckpointing, nn.Module):
         """``low_cpu_mem_usage``: the adapter's tensors are not initialised (a load fills them)."""
         super().__init__()
         refuse_adapted(model)
+        self.__class__ = signed_class(getattr(type(self), "_unsigned_class", type(self)), type(model))
         self.base_model = TunedModel(model)
         self.autocast_adapter_dtype = autocast_adapter_dtype
         self._hooks = ModelHooks(self.base_model)
         self._add(adapter_name, peft_config, loading=low_cpu_mem_usage)
         if is_checkpointing(model):  # switched on before wrapping: adapters need input grads
             require_input_grads(model)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
+        if hasattr(type(self), "_signed_for"):  # the class that shows the wrapped model's signature
+            return reduce_signed(self, int(protocol))
+        return super().__reduce_ex__(protocol)
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -287,3 +287,25 @@ def adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
             yield from visit(f"{path}.{name}" if path else name, child)
 
     yield from visit("", model)
+
+
+#: Child names under which torch's wrappers hold the module they wrap (FSDP1, activation
+#: checkpointing, torch.compile): they are no part of a checkpoint key.
+WRAPPER_CHILDREN = frozenset({"_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod"})
+
+
+def key_paths(model: nn.Module) -> dict[int, str]:
+    """``id(module) -> dotted path as checkpoint keys name it``: the path in the module tree
+    without the wrappers' own levels, so keys are the same whatever wraps the model."""
+    paths: dict[int, str] = {}
+
+    def visit(path: str, module: nn.Module) -> None:
+        if id(module) in paths:
+            return
+        paths[id(module)] = path
+        for name, child in module._modules.items():
+            if child is not None:
+                visit(path if name in WRAPPER_CHILDREN else f"{path}.{name}" if path else name, child)
+
+    visit("", model)
+    return paths

@@ -214,18 +214,22 @@ class TunedModel(nn.Module):
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The model inside training wrappers: DDP/DataParallel/DeepSpeed (``.module``) and
-    ``torch.compile`` (``._orig_mod``)."""
+    """The model inside training wrappers: DDP/DataParallel/DeepSpeed (``.module``), FSDP1
+    (``._fsdp_wrapped_module``) and ``torch.compile`` (``._orig_mod``)."""
     while True:
-        compiled = model._modules.get("_orig_mod")
-        wrapped = model._modules.get("module") if type(model).__name__ in _WRAPPERS else None
-        inner = compiled if compiled is not None else wrapped
+        child = _WRAPPERS.get(type(model).__name__, "_orig_mod")
+        inner = model._modules.get(child)
         if inner is None:
             return model
         model = inner
 
 
-_WRAPPERS = frozenset({"DistributedDataParallel", "DataParallel", "DeepSpeedEngine"})
+_WRAPPERS = {
+    "DistributedDataParallel": "module",
+    "DataParallel": "module",
+    "DeepSpeedEngine": "module",
+    "FullyShardedDataParallel": "_fsdp_wrapped_module",
+}
 
 
 def view_of(model: nn.Module) -> TunedModel:

@@ -12,7 +12,7 @@ from typing import Literal
 from torch import nn
 
 from peft_core.contract.layer import AdapterLayer, adapter_layers
-from peft_core.engine import ModulesToSaveWrapper, view_of
+from peft_core.engine import view_of
 
 Irregular = Literal["irregular"]
 
@@ -62,13 +62,14 @@ def _quantization(layer: AdapterLayer) -> str | None:
 
 
 def get_layer_status(model: nn.Module) -> list[TunerLayerStatus]:
-    """The status of every adapter layer of a ``PeftModel`` (or a module with injected adapters)."""
+    """The status of every adapter layer of a ``PeftModel`` (or a module with injected adapters);
+    names are paths in ``PeftModel.base_model`` (``model.layers.0.q_proj`` is ``model.model.layers...``)."""
     status = []
     for path, layer in adapter_layers(view_of(model).model):
         names = layer.adapter_names
         status.append(
             TunerLayerStatus(
-                name=path,
+                name=f"model.{path}",  # relative to PeftModel.base_model, as the incumbent names them
                 module_type=f"{type(layer).__module__.split('.')[0]}.{type(layer).__name__}",
                 enabled=not layer.disabled,
                 active_adapters=list(layer.active_adapters),
@@ -90,7 +91,7 @@ def _fold(values: list[object]) -> object:
 def get_model_status(model: nn.Module) -> TunerModelStatus:
     """The adapter state of the whole model (see ``get_layer_status`` for one layer each)."""
     tuned = view_of(model)
-    layers = [s for s in get_layer_status(model) if not s.module_type.endswith(ModulesToSaveWrapper.__name__)]
+    layers = get_layer_status(model)  # modules_to_save wrappers count, as in the incumbent
     names = sorted(tuned.peft_config)
     parameters = list(model.parameters())
     grads: dict[str, bool | Irregular] = {}

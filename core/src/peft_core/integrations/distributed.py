@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from peft_core.contract.config import PeftConfig
 from peft_core.contract.layer import adapter_layers
+from peft_core.contract.tuner import MODEL_PREFIX
 from peft_core.engine import unwrap_model, view_of
 from peft_core.errors import AdapterSaveError, PeftError
 from peft_core.integrations.deepspeed import (
@@ -39,6 +40,7 @@ from peft_core.integrations.deepspeed import (
 )
 from peft_core.integrations.fsdp import ShardGroup, shard_model, shard_plan
 from peft_core.io.checkpoint import adapter_subdir, is_sharded, read_adapter, write_adapter
+from peft_core.io.embedding_layers import SaveEmbeddings, embedding_tensors
 from peft_core.io.loading import LoadReport, adapter_key_map, select_adapter_state_dict, set_peft_model_state_dict
 
 if TYPE_CHECKING:
@@ -205,14 +207,27 @@ def _broadcast_error(message: str | None) -> str | None:
     return box[0]
 
 
+def _gathered_embeddings(model: nn.Module, config: PeftConfig, choice: SaveEmbeddings) -> dict[str, Tensor]:
+    """The embedding weights ``save_embedding_layers`` asks for, whole (a collective when sharded)."""
+    inner = view_of(model).model
+    keys = embedding_tensors(inner, config, choice)
+    params = {key: inner.get_parameter(key.removeprefix(MODEL_PREFIX)) for key in keys}
+    with gathered(params.values()):
+        return {key: p.full_tensor() if is_sharded(p) else p.detach().clone() for key, p in params.items()}
+
+
 def save_pretrained(
-    model: nn.Module, save_directory: str | os.PathLike[str], selected_adapters: Sequence[str] | None = None
+    model: nn.Module,
+    save_directory: str | os.PathLike[str],
+    selected_adapters: Sequence[str] | None = None,
+    save_embedding_layers: SaveEmbeddings = "auto",
 ) -> None:
-    """Save adapters (default: all) from a DDP-, FSDP2- or un-wrapped model; call on every rank.
+    """Save adapters (default: all) from a DDP-, FSDP2-, DeepSpeed- or un-wrapped model; call on every rank.
 
     Sharded adapter tensors are gathered on all ranks, rank 0 writes the Hugging Face PEFT
     layout (atomically) and the others write nothing. Every rank returns once the files
     are in place, or raises ``AdapterSaveError`` if rank 0 could not write them.
+    ``save_embedding_layers`` as in ``PeftModel.save_pretrained`` (the weights gathered too).
     """
     model = unwrap_model(model)
     configs = _adapter_configs(model)
@@ -224,6 +239,7 @@ def save_pretrained(
     failure: BaseException | None = None
     for name in names:
         tensors = gather_adapter_state_dict(model, name)  # collective: every rank, same order
+        tensors.update(_gathered_embeddings(model, configs[name], save_embedding_layers))
         if writer and failure is None:
             try:
                 write_adapter(adapter_subdir(save_directory, name), configs[name], tensors)

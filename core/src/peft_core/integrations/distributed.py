@@ -42,6 +42,7 @@ from peft_core.integrations.fsdp import ShardGroup, shard_model, shard_plan
 from peft_core.io.checkpoint import adapter_subdir, is_sharded, read_adapter, write_adapter
 from peft_core.io.embedding_layers import SaveEmbeddings, embedding_tensors
 from peft_core.io.loading import LoadReport, adapter_key_map, select_adapter_state_dict, set_peft_model_state_dict
+from peft_core.io.model_card import write_model_card
 
 if TYPE_CHECKING:
     from torch.nn.parallel import DistributedDataParallel
@@ -245,6 +246,8 @@ def save_pretrained(
                 write_adapter(adapter_subdir(save_directory, name), configs[name], tensors)
             except BaseException as exc:  # reported to all ranks below, then re-raised here
                 failure = exc
+    if writer and failure is None:
+        write_model_card(save_directory, {n: configs[n] for n in names}, None)
     message = _broadcast_error(None if failure is None else f"{type(failure).__name__}: {failure}")
     if failure is not None:
         raise failure

@@ -11,7 +11,10 @@ fails for tied weights, e.g. GPT-2). ``PeftTrainer`` is that ``Trainer`` with:
   Hugging Face PEFT layout (``adapter_config.json`` + ``adapter_model.safetensors``,
   non-default adapters in subfolders), loadable by both libraries;
 - ``resume_from_checkpoint`` and ``load_best_model_at_end`` copying the saved adapter
-  tensors into the model's existing adapters in place (the optimizer keeps its parameters).
+  tensors into the model's existing adapters in place (the optimizer keeps its parameters);
+- ``model.update_and_allocate(step)`` (the tuner's ``on_step_end``: AdaLoRA's rank
+  allocation) after each optimizer step, while the gradients are still there; ``step``
+  is ``state.global_step`` before its increment (0 for the first step).
 
 Other models pass through to ``Trainer`` unchanged. Use it as a base next to another
 ``Trainer`` subclass: ``class MyTrainer(PeftTrainer, SFTTrainer)``. Importing this
@@ -28,6 +31,7 @@ from typing import Any
 import torch
 import transformers
 from torch import nn
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import can_return_loss, find_labels
 
 from peft_core.api.peft_model import PeftModel
@@ -59,6 +63,21 @@ def _holds_adapters(directory: str | os.PathLike[str]) -> bool:
     return (root / CONFIG_NAME).is_file() or any((p / CONFIG_NAME).is_file() for p in root.iterdir() if p.is_dir())
 
 
+class _StepEnd(TrainerCallback):  # type: ignore[misc]
+    """Calls ``update_and_allocate`` after each optimizer step, before ``zero_grad`` (AdaLoRA
+    scores ranks by their gradients, which ``on_step_end`` no longer sees)."""
+
+    def __init__(self, trainer: PeftTrainer) -> None:
+        self.trainer = trainer
+
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        model = self.trainer._peft_model()
+        if model is not None and not self.trainer.accelerator.optimizer_step_was_skipped:
+            model.update_and_allocate(state.global_step)
+
+
 class PeftTrainer(transformers.Trainer):  # type: ignore[misc]
     """transformers' ``Trainer``, with adapter-only checkpoints for peft-core models."""
 
@@ -67,6 +86,7 @@ class PeftTrainer(transformers.Trainer):  # type: ignore[misc]
         base = self._peft_base()
         if base is None:
             return
+        self.add_callback(_StepEnd(self))
         # What Trainer works out from a Hugging Face PeftModel's base model, from ours.
         if self.args.label_names is None:
             self.label_names = find_labels(type(base))

@@ -29,6 +29,8 @@ import torch
 from torch import Tensor, nn
 
 KINDS = ("A", "E", "B")
+AVERAGES = tuple(f"avg_{kind}" for kind in KINDS)
+UNCERTAINTIES = tuple(f"unc_{kind}" for kind in KINDS)
 
 
 class ImportanceState(nn.Module):
@@ -45,11 +47,11 @@ class ImportanceState(nn.Module):
 
     def averages(self) -> list[Tensor]:
         """``[avg_A, avg_E, avg_B]``: the smoothed sensitivities."""
-        return [self.get_buffer(f"avg_{kind}") for kind in KINDS]
+        return [self._buffers[name] for name in AVERAGES]  # type: ignore[misc]
 
     def uncertainties(self) -> list[Tensor]:
         """``[unc_A, unc_E, unc_B]``."""
-        return [self.get_buffer(f"unc_{kind}") for kind in KINDS]
+        return [self._buffers[name] for name in UNCERTAINTIES]  # type: ignore[misc]
 
     def start(self, tensors: Sequence[Tensor]) -> None:
         """Zero averages shaped like ``[A, E, B]`` (the incumbent starts from zeros too)."""

@@ -13,16 +13,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from peft_adalora.config import AdaLoraConfig
 from peft_adalora.importance import ImportanceState
+from peft_adalora.ops import add_svd_update
 from peft_core.contract import (
     AdapterLayer,
     Capabilities,
-    compiling,
-    records_grad,
     weights_will_be_loaded,
 )
 
@@ -128,24 +126,5 @@ class SVDLinear(AdapterLayer):
         for name in self.active_adapters:
             a, e, b = self.triplet(name)
             dropped = self.lora_dropout[name](flat_x if flat_x.dtype == a.dtype else flat_x.to(a.dtype))
-            hidden = F.linear(dropped, a * e)  # (tokens, r): x A^T diag(E)
-            result = _add_product(result, hidden, b, self.scale(name))
+            result = add_svd_update(result, dropped, a, e, b, self.scale(name))  # + s x (A E)^T B^T
         return result.view(*x.shape[:-1], result.shape[-1])
-
-
-def _add_product(result: Tensor, hidden: Tensor, lora_b: Tensor, scale: float) -> Tensor:
-    """``result + scale * hidden @ lora_b.T``: one ``addmm``, in place where autograd allows.
-
-    The incumbent's ``result += (x @ (A E)^T @ B^T) * scaling / ranknum`` makes three
-    output-sized passes (product, multiply, divide; more in backward); here the scale is
-    ``addmm``'s ``alpha`` and the sum its accumulation. A base in another dtype (bf16 base,
-    fp32 adapter) gets the sum in the adapter's dtype, rounded once.
-    """
-    flat = result if result.dim() == 2 else result.reshape(-1, result.shape[-1])
-    if result.dtype != lora_b.dtype:
-        summed = flat.to(lora_b.dtype).addmm_(hidden, lora_b.t(), alpha=scale)
-        return summed.to(result.dtype).view(result.shape)
-    # In place needs a non-view, non-leaf output under autograd (Conv1D returns a view).
-    if records_grad(flat, hidden, lora_b) and (compiling() or flat._is_view() or flat.is_leaf):
-        return flat.addmm(hidden, lora_b.t(), alpha=scale).view(result.shape)
-    return flat.addmm_(hidden, lora_b.t(), alpha=scale).view(result.shape)

@@ -1,11 +1,13 @@
 """AdaLoRA: a training step with its rank allocation, against Hugging Face PEFT.
 
 llama-tiny, AdaLoRA ``init_r=12`` -> ``target_r=8`` on every linear layer but the head
-(28 modules), 8 x 128 tokens (and 8 x 32 in ``adalora_step_short``). A step is forward (causal-LM loss plus the orthogonality
-regulariser; ``task_type="CAUSAL_LM"`` so that the incumbent adds it too), backward,
-AdamW, ``update_and_allocate(step)`` and ``zero_grad``. The schedule keeps every timed
-step in the budget phase and prunes at each one (``deltaT=1``): the most work an
-allocation step does. ``*_allocate`` times ``update_and_allocate`` alone (gradients kept).
+(28 modules), 8 x 128 tokens (8 x 32 in ``adalora_step_short``). A step is forward
+(causal-LM loss plus the orthogonality regulariser; ``task_type="CAUSAL_LM"`` so that
+the incumbent adds it too), backward, AdamW, ``update_and_allocate(step)`` and
+``zero_grad``. The schedule keeps every timed step in the budget phase and prunes at each
+one (``deltaT=1``): the most work an allocation step does. ``floor`` is the frozen base
+with gradients flowing through it; ``*_allocate`` times ``update_and_allocate`` alone
+(gradients kept).
 """
 
 from __future__ import annotations

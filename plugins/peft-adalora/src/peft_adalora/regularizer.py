@@ -21,19 +21,20 @@ from peft_adalora.layer import SVDLinear
 
 def orthogonality_penalty(layers: Sequence[SVDLinear], adapter_name: str) -> Tensor | None:
     """``mean_P ||P P^T - I||_F`` over the adapter's ``A`` and ``B^T`` in ``layers``; None without layers."""
-    groups: dict[tuple[torch.Size, torch.dtype, torch.device], list[Tensor]] = {}
+    # Grouped by (shape, is B): a B (out, r) stack is multiplied as B^T B, without transposed copies.
+    groups: dict[tuple[torch.Size, bool, torch.dtype, torch.device], list[Tensor]] = {}
     for layer in layers:
         a, _, b = layer.triplet(adapter_name)
-        for factor in (a, b.t()):  # B^T B = (B^T)(B^T)^T: the columns of B, as rows
-            groups.setdefault((factor.shape, factor.dtype, factor.device), []).append(factor)
+        for factor, is_b in ((a, False), (b, True)):
+            groups.setdefault((factor.shape, is_b, factor.dtype, factor.device), []).append(factor)
     count = sum(len(factors) for factors in groups.values())
     if not count:
         return None
     total: Tensor | None = None
-    for (shape, dtype, device), factors in groups.items():
-        stacked = torch.stack(factors)  # (n, r, k)
-        gram = torch.bmm(stacked, stacked.transpose(1, 2))  # (n, r, r)
-        identity = torch.eye(shape[0], dtype=dtype, device=device)
+    for (_, is_b, dtype, device), factors in groups.items():
+        stacked = torch.stack(factors)  # (n, r, k) for A, (n, k, r) for B
+        gram = torch.bmm(stacked.transpose(1, 2), stacked) if is_b else torch.bmm(stacked, stacked.transpose(1, 2))
+        identity = torch.eye(gram.shape[-1], dtype=dtype, device=device)
         norms = torch.linalg.matrix_norm(gram - identity).sum()
         total = norms if total is None else total + norms
     assert total is not None

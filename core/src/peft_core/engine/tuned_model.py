@@ -133,6 +133,12 @@ class TunedModel(nn.Module):
         state.set_active_adapters(self.model, names)
         self._active = names
 
+    def update_and_allocate(self, global_step: int) -> None:
+        """The tuner's ``on_step_end``, under Hugging Face PEFT's name and place
+        (``model.base_model.update_and_allocate(step)``); ``PeftModel.update_and_allocate`` is the same."""
+        if "on_step_end" in self.model_hooks:
+            self.tuner.on_step_end(self, global_step)
+
     def delete_adapter(self, adapter_name: str) -> None:
         """Remove an adapter; if it was the only active one, the first remaining becomes active."""
         if adapter_name not in self.peft_config:

@@ -172,3 +172,16 @@ def test_saving_mid_schedule_writes_the_current_pattern_and_training_goes_on(tmp
     assert isinstance(peft.PeftConfig.from_pretrained(str(tmp_path / "ours")), peft.AdaLoraConfig)
     mid = get_peft_model(copy.deepcopy(model), AdaLoraConfig(**options("gpt2")))
     assert mid.peft_config["default"].rank_pattern is None  # the user's config object was not touched
+
+
+def test_a_save_from_a_gathered_state_dict_writes_the_same_pruned_adapter(tmp_path: Path) -> None:
+    # The route transformers' Trainer takes under FSDP/DeepSpeed: save_pretrained(state_dict=...).
+    model = base("gpt2")
+    _, ours = twins(model, **options("gpt2"))
+    _trained(ours, steps=10).train_step()
+    assert pattern(ours)  # pruned: the saved tensors are cut to the surviving triplets
+    ours.save_pretrained(tmp_path / "live")
+    ours.save_pretrained(tmp_path / "gathered", state_dict=ours.state_dict())
+    live = load_file(tmp_path / "live" / "adapter_model.safetensors")
+    gathered = load_file(tmp_path / "gathered" / "adapter_model.safetensors")
+    assert live.keys() == gathered.keys() and all(torch.equal(live[k], gathered[k]) for k in live)

@@ -195,12 +195,18 @@ class BaseTuner:
         tensors.update(module.state_dict(keep_vars=True))
         return tensors
 
-    def tensors_to_save(self, model: AdaptedModel, adapter_name: str) -> dict[str, Tensor]:
-        """What ``save_pretrained`` writes; default: ``adapter_state_dict``, detached.
+    def tensors_to_save(
+        self, model: AdaptedModel, adapter_name: str, tensors: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """What ``save_pretrained`` writes: ``tensors`` (default: ``adapter_state_dict``), detached.
 
-        Override when the saved form is computed (p-tuning saves its encoder's output).
+        ``tensors`` are the adapter's tensors under their checkpoint keys when the caller has
+        gathered them (from a sharded model, or a state dict Trainer collected). Override when
+        the saved form is computed from them (p-tuning saves its encoder's output; AdaLoRA
+        keeps the ranks that survived pruning); compute from ``tensors``, not the live ones.
         """
-        return {key: tensor.detach() for key, tensor in self.adapter_state_dict(model, adapter_name).items()}
+        source = self.adapter_state_dict(model, adapter_name) if tensors is None else tensors
+        return {key: tensor.detach() for key, tensor in source.items()}
 
     # --- combining ---
 

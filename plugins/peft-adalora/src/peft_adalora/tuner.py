@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -181,18 +181,20 @@ class AdaLoraTuner(BaseTuner):
 
     # --- checkpoints ---
 
-    def tensors_to_save(self, model: AdaptedModel, adapter_name: str) -> dict[str, Tensor]:
+    def tensors_to_save(
+        self, model: AdaptedModel, adapter_name: str, tensors: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
         """As the incumbent saves a pruned adapter: only the surviving triplets of each module.
 
         While training, the layers keep all ``init_r`` rows (pruned ones have ``E = 0``);
         with a ``rank_pattern`` the saved ``lora_A``/``lora_E`` rows and ``lora_B`` columns
         are those the pattern keeps, so the adapter reloads at its pruned ranks.
         """
-        tensors = super().tensors_to_save(model, adapter_name)
+        saved = super().tensors_to_save(model, adapter_name, tensors)
         config = model.peft_config[adapter_name]
         assert isinstance(config, AdaLoraConfig)
         if not config.rank_pattern:
-            return tensors
+            return saved
         for path, layer in svd_layers(model.model, adapter_name):
             mask = rank_mask(config.rank_pattern, path)
             rows = layer.r[adapter_name]
@@ -203,8 +205,8 @@ class AdaLoraTuner(BaseTuner):
                     f"rank_pattern of adapter {adapter_name!r} has {len(mask)} entries for {path!r}, which holds "
                     f"{rows} triplets; the pattern must mark each triplet of the module"
                 )
-            keep = torch.tensor(mask, dtype=torch.bool, device=layer.lora_E[adapter_name].device)
             prefix = f"{MODEL_PREFIX}{path}." if path else MODEL_PREFIX
+            keep = torch.tensor(mask, dtype=torch.bool, device=saved[prefix + "lora_E"].device)
             for key, dim in (("lora_A", 0), ("lora_E", 0), ("lora_B", 1)):
-                tensors[prefix + key] = tensors[prefix + key][keep] if dim == 0 else tensors[prefix + key][:, keep]
-        return tensors
+                saved[prefix + key] = saved[prefix + key][keep] if dim == 0 else saved[prefix + key][:, keep]
+        return saved

@@ -75,8 +75,8 @@ def run_case(accelerator: Accelerator, name: str, folder: Path) -> None:
         loss = case.loss(prepared, case.batch(step, rank))
         accelerator.backward(loss)
         optimizer.step()
+        update_and_allocate(prepared, step)  # the tuner's on_step_end, before zero_grad (AdaLoRA reads gradients)
         optimizer.zero_grad()
-        update_and_allocate(prepared, step)  # the tuner's on_step_end; under DeepSpeed its changes are kept
         facts["losses"].append(loss.item())
     facts["frozen_max_change"] = cases.frozen_max_change(prepared, before)
     save_pretrained(prepared, folder / f"saved-by-rank{rank}")
@@ -92,7 +92,8 @@ def main(out: Path, engine: str) -> None:
     torch.set_num_threads(1)
     accelerator = make_accelerator(engine)
     for name in cases.METHOD_CASES:
-        run_case(accelerator, name, out / name)
+        if cases.runs_on(name, f"accelerate-{engine}"):
+            run_case(accelerator, name, out / name)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # destroys the process group
 

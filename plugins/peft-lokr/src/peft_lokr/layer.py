@@ -90,7 +90,9 @@ class LoKrLayer(LycorisLayer):
         w1, w2 = self.w1(adapter_name), self.w2(adapter_name)
         if w2.dim() == 4:
             w1 = w1[:, :, None, None]
-        delta = torch.kron(w1, w2.contiguous()) * self.config(adapter_name).scaling()
+        # A fresh copy: the CP kernel of a Conv1d has a size-1 dim with an odd stride, which
+        # torch.kron cannot view (Hugging Face PEFT's forward fails on it).
+        delta = torch.kron(w1, w2.clone(memory_format=torch.contiguous_format)) * self.config(adapter_name).scaling()
         return delta.reshape(self.weight().shape)
 
     def build_cost(self, adapter_name: str) -> float:

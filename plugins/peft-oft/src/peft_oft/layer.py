@@ -61,24 +61,26 @@ class OFTLayer(AdapterLayer):
     def rotation(self, adapter_name: str) -> Tensor:
         """The adapter's ``R`` (blocks, b, b) for a forward.
 
-        With ``coft``, the stored parameter is first projected into COFT's ball in place, as
-        Hugging Face PEFT does in every forward (it changes only after an optimizer step).
+        With ``coft`` the parameter is projected into COFT's ball. When training (gradients
+        recorded for it) that is done in place, as Hugging Face PEFT does in every forward: a
+        projected gradient step, so the stored values match its training. Otherwise the
+        projection is only computed and nothing is written.
         """
         module, config = self.oft_R[adapter_name], self.config(adapter_name)
         assert isinstance(module, Rotation)
         weight = module.weight
-        if config.coft:
-            with torch.no_grad():
-                projected = module.project(weight, config.eps)
-                if not torch.equal(projected, weight):
-                    weight.copy_(projected)
         neumann, terms = config.use_cayley_neumann, config.num_cayley_neumann_terms
         if records_grad(weight):
+            if config.coft:
+                with torch.no_grad():
+                    projected = module.project(weight, config.eps)
+                    if not torch.equal(projected, weight):  # changed only after an optimizer step
+                        weight.copy_(projected)
             return module.cayley(weight, neumann, terms)
-        key = (weight._version, weight.data_ptr(), weight.dtype, neumann, terms)
+        key = (weight._version, weight.data_ptr(), weight.dtype, neumann, terms, config.coft and config.eps)
         cached = self._cache.get(adapter_name)
         if cached is None or cached[0] != key:
-            cached = self._cache[adapter_name] = (key, module.cayley(weight.detach(), neumann, terms))
+            cached = self._cache[adapter_name] = (key, self.merge_rotation(adapter_name))
         return cached[1]
 
     def _call_rotation(self, adapter_name: str) -> Tensor:
@@ -88,7 +90,7 @@ class OFTLayer(AdapterLayer):
         return drop_blocks(r, p) if self.training and p else r
 
     def merge_rotation(self, adapter_name: str) -> Tensor:
-        """``R`` as a merge folds it in: no dropout, COFT's projection computed (nothing written)."""
+        """``R`` without gradients: no dropout, COFT's projection computed (nothing written)."""
         module, config = self.oft_R[adapter_name], self.config(adapter_name)
         assert isinstance(module, Rotation)
         vec = module.weight.detach()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from peft_lycoris import LycorisConfig
 
@@ -27,6 +27,13 @@ class LoKrConfig(LycorisConfig):
     init_weights: bool | Literal["lycoris"] = Field(
         default=True, description="True: w1 starts at zero; 'lycoris': w2 starts at zero; False: all random."
     )
+
+    @field_validator("init_weights", mode="before")
+    @classmethod
+    def _known_initialisation(cls, value: object) -> object:
+        if not isinstance(value, bool) and value != "lycoris":
+            raise ValueError("allowed are true, false and 'lycoris'")
+        return value
 
 
 def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:

@@ -79,6 +79,54 @@ RATIOS: list[Ratio] = [
     Ratio("RSS added by training, ours / HF", "peak_memory", "ours_training_rss_mb", "hf_training_rss_mb"),
     Ratio("IA3 training step, ours / HF", "ia3_step", "ours", "hf"),  # the issue sets no IA3 target
     Ratio("IA3 training step, ours / floor", "ia3_step", "ours", "floor"),
+    *[
+        row
+        for method, title in (("loha", "LoHa"), ("lokr", "LoKr"), ("oft", "OFT"))
+        for row in (
+            Ratio(
+                f"{title} training step, ours / HF (llama-tiny)",
+                "train_structured_llama",
+                f"{method}_ours",
+                f"{method}_hf",
+                "<= 0.8",
+                at_most(0.8),
+            ),
+            Ratio(
+                f"{title} training step, ours / floor (llama-tiny)",
+                "train_structured_llama",
+                f"{method}_ours",
+                f"{method}_floor",
+            ),
+            Ratio(
+                f"{title} training step, HF / floor (llama-tiny)",
+                "train_structured_llama",
+                f"{method}_hf",
+                f"{method}_floor",
+            ),
+            Ratio(
+                f"{title} training step, ours / HF (ConvNet)",
+                "train_structured_conv",
+                f"{method}_ours",
+                f"{method}_hf",
+                "<= 0.8",
+                at_most(0.8),
+            ),
+            Ratio(
+                f"{title} training step, ours / floor (ConvNet)",
+                "train_structured_conv",
+                f"{method}_ours",
+                f"{method}_floor",
+            ),
+            Ratio(
+                f"{title} training step, HF / floor (ConvNet)",
+                "train_structured_conv",
+                f"{method}_hf",
+                f"{method}_floor",
+            ),
+            Ratio(f"{title} unmerged forward / base (llama-tiny)", "forward_structured", f"{method}_ours", "base"),
+            Ratio(f"HF {title} unmerged forward / base (llama-tiny)", "forward_structured", f"{method}_hf", "base"),
+        )
+    ],
 ]
 
 

@@ -242,10 +242,10 @@ class PatchConv2d(OFTLayer):
     def rotate(self, x: Tensor, r: Tensor) -> Tensor:
         n, channels, height, width = x.shape
         k = self.size
-        patches = F.unfold(x, k).transpose(1, 2)  # (n, positions, channels * k * k)
-        rotated = rotate_rows(patches.reshape(-1, self.features), r)
-        out_h, out_w = height - k + 1, width - k + 1
-        # PEFT's layout for F.fold: (n, h', w', c, k, k) permuted to (n, c, h', w', k, k),
-        # then read as (n, c k k, h' w').
-        blocks = rotated.view(n, out_h, out_w, channels, k, k).permute(0, 3, 1, 2, 4, 5)
-        return F.fold(blocks.reshape(n, self.features, out_h * out_w), (height, width), k)
+        patches = F.unfold(x, k)  # (n, c k k, positions): a column per patch
+        size = r.shape[-1]
+        rotated = torch.matmul(r.transpose(1, 2), patches.view(n, -1, size, patches.shape[-1]))  # R_iᵀ x_i
+        # PEFT hands F.fold its rotated patches in another layout: per channel, the values of
+        # (position, kernel offset) in that memory order, read as (kernel offset, position).
+        scrambled = rotated.view(n, channels, k * k, -1).transpose(2, 3).reshape(n, self.features, -1)
+        return F.fold(scrambled, (height, width), k)

@@ -127,6 +127,13 @@ RATIOS: list[Ratio] = [
             Ratio(f"HF {title} unmerged forward / base (llama-tiny)", "forward_structured", f"{method}_hf", "base"),
         )
     ],
+    Ratio(
+        "OFT exact Cayley / Neumann, training step (ours, llama-tiny)",
+        "train_structured_llama",
+        "oft_ours_exact",
+        "oft_ours",
+    ),
+    Ratio("OFT exact Cayley, ours / HF (llama-tiny)", "train_structured_llama", "oft_ours_exact", "oft_hf_exact"),
 ]
 
 

@@ -62,6 +62,10 @@ def _train_llama(ctx: Context, method: str) -> Result:
     for name in BACKENDS:
         model = wrap(load_backend(name), build("llama", ctx), structured_config(name, method, "all-linear"))
         variants[name] = training_step(model, ids)
+        if method == "oft":  # the exact Cayley transform (a solve per block) beside the Neumann series
+            config = structured_config(name, method, "all-linear")
+            config.use_cayley_neumann = False
+            variants[f"{name}_exact"] = training_step(wrap(load_backend(name), build("llama", ctx), config), ids)
     return measure(variants, ctx, warmup=1, runs=5)
 
 

@@ -80,24 +80,24 @@ def _train_conv(ctx: Context, method: str) -> Result:
     return measure(variants, ctx, warmup=1, runs=7)
 
 
-def train_structured_llama(ctx: Context) -> Result:
-    """Training steps on llama-tiny (8 x 128 tokens), all linear layers: LoHa, LoKr, OFT against the frozen floor."""
+def _per_method(ctx: Context, train: Callable[[Context, str], Result]) -> Result:
+    """One measurement per method (its variants interleaved), keyed ``<method>_<variant>``."""
     result = Result()
     for method in METHODS:
-        part = _train_llama(ctx, method)
+        part = train(ctx, method)
         result.wall |= {f"{method}_{k}": v for k, v in part.wall.items()}
         result.cpu |= {f"{method}_{k}": v for k, v in part.cpu.items()}
     return result
+
+
+def train_structured_llama(ctx: Context) -> Result:
+    """Training steps on llama-tiny (8 x 128 tokens), all linear layers: LoHa, LoKr, OFT against the frozen floor."""
+    return _per_method(ctx, _train_llama)
 
 
 def train_structured_conv(ctx: Context) -> Result:
     """Training steps on a small ConvNet (32 x 3 x 32 x 32, channels 32-128), every Conv2d and the head."""
-    result = Result()
-    for method in METHODS:
-        part = _train_conv(ctx, method)
-        result.wall |= {f"{method}_{k}": v for k, v in part.wall.items()}
-        result.cpu |= {f"{method}_{k}": v for k, v in part.cpu.items()}
-    return result
+    return _per_method(ctx, _train_conv)
 
 
 def forward_structured(ctx: Context) -> Result:

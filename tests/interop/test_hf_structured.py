@@ -7,7 +7,6 @@ Hugging Face PEFT holds. Test ids read ``<direction>[<model>-<method>-<feature>]
 
 from __future__ import annotations
 
-import copy
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from peft_core import PeftModel
 from peft_oft import PatchConv2d
 from support.hf_peft import (
     ATOL,
@@ -26,10 +24,10 @@ from support.hf_peft import (
     assert_same_outputs,
     base_model,
     hf_load,
-    hf_model,
     inputs_for,
     our_model,
     outputs,
+    saved_by_hf,
 )
 
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -143,11 +141,7 @@ def _assert_same_merged(ours: nn.Module, theirs: nn.Module, x: torch.Tensor) -> 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_hf_saves_we_load(case: Case, tmp_path: Path) -> None:
-    base = base_model(case)
-    theirs = hf_model(base, case.theirs())
-    add_noise(theirs)
-    theirs.save_pretrained(tmp_path)
-    ours = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path)
+    base, theirs, ours = saved_by_hf(case, tmp_path)
     theirs.eval()  # its new layers are in training mode (dropouts on) until asked
     x = inputs_for(case.model)
     assert_same_outputs(ours, theirs, base, x)

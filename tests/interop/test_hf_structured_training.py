@@ -12,7 +12,6 @@ ours are the formula's (gradcheck).
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,9 @@ import torch
 from peft.tuners.loha.layer import HadaWeightCP
 from torch import nn
 
-from peft_core import PeftModel
 from peft_loha import LoHaConfig
 from peft_loha.layer import LoHaLayer
-from support.hf_peft import Case, add_noise, base_model, hf_model, inputs_for, our_model
+from support.hf_peft import Case, inputs_for, our_model, saved_by_hf
 
 LLAMA = ["q_proj", "v_proj", "down_proj"]
 
@@ -51,11 +49,7 @@ def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_seeded_training_steps_match_hugging_face_peft(case: Case, tmp_path: Path) -> None:
-    base = base_model(case)
-    theirs = hf_model(base, case.theirs())
-    add_noise(theirs)
-    theirs.save_pretrained(tmp_path)
-    ours = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path, is_trainable=True)
+    _, theirs, ours = saved_by_hf(case, tmp_path, is_trainable=True)
     mine, reference = _trainable(ours), _trainable(theirs)
     assert set(mine) == set(reference), "different trainable parameters"
     optimizers = [torch.optim.SGD(list(p.values()), lr=0.5) for p in (mine, reference)]

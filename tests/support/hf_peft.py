@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import peft
@@ -20,9 +21,9 @@ from torch import Tensor, nn
 
 from peft_core import PeftConfig, PeftModel
 from peft_ia3 import IA3Config
+from peft_loha import LoHaConfig
 from peft_lokr import LoKrConfig
 from peft_lora import LoraConfig
-from peft_loha import LoHaConfig
 from peft_oft import OFTConfig
 from support.models import ConvMix, ConvNet, tiny_bert, tiny_gpt2, tiny_llama, token_ids
 
@@ -141,3 +142,12 @@ def assert_same_outputs(ours: nn.Module, theirs: nn.Module, base: nn.Module, x: 
     torch.testing.assert_close(outputs(ours, x), expected, atol=ATOL, rtol=0)
     with disabled(ours), disabled(theirs):
         torch.testing.assert_close(outputs(ours, x), outputs(theirs, x), atol=ATOL, rtol=0)
+
+
+def saved_by_hf(case: Case, directory: Path, is_trainable: bool = False) -> tuple[nn.Module, peft.PeftModel, PeftModel]:
+    """The base model, a noisy Hugging Face PEFT adapter for ``case`` saved in ``directory``, ours loaded from it."""
+    base = base_model(case)
+    theirs = hf_model(base, case.theirs())
+    add_noise(theirs)
+    theirs.save_pretrained(directory)
+    return base, theirs, PeftModel.from_pretrained(copy.deepcopy(base), directory, is_trainable=is_trainable)

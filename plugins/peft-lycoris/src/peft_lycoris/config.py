@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveInt
 
 from peft_core.contract import TargetedConfig
 
@@ -24,20 +24,12 @@ class LycorisConfig(TargetedConfig):
     use_effective_conv2d: bool = Field(
         default=False, description="Conv kernels > 1: a CP-decomposed kernel (FedPara's proposition 3)."
     )
-    rank_pattern: dict[str, int] = Field(
+    rank_pattern: dict[str, PositiveInt] = Field(
         default_factory=dict, description="Per-module rank: module name (suffix) or regex -> r."
     )
     alpha_pattern: dict[str, int | float] = Field(
         default_factory=dict, description="Per-module alpha: module name (suffix) or regex -> alpha."
     )
-
-    @field_validator("rank_pattern")
-    @classmethod
-    def _positive_ranks(cls, value: dict[str, int]) -> dict[str, int]:
-        bad = {key: r for key, r in value.items() if r <= 0}
-        if bad:
-            raise ValueError(f"ranks must be > 0, got {bad}")
-        return value
 
     def scaling(self) -> float:
         """The factor applied to the structured product: ``alpha / r``."""

@@ -62,11 +62,12 @@ class TestLoKrOnLlama(OnLlama, TunerConformance):
     config = LoKrConfig(r=2, target_modules="all-linear", decompose_factor=4)
 
 
-class TestOFTOnLinear(OnMLP, TunerConformance):
-    config = OFTConfig(oft_block_size=4, target_modules=["lin0", "lin1"], modules_to_save=["head"])
-    second_config = OFTConfig(r=2, oft_block_size=0, target_modules=["lin1"], block_share=True)
+class TestOFTOnLinearAndEmbedding(OnMLP, TunerConformance):
+    config = OFTConfig(oft_block_size=4, target_modules=["emb", "lin0", "lin1"], modules_to_save=["head"])
+    second_config = OFTConfig(r=2, oft_block_size=0, target_modules=["emb", "lin1"], block_share=True)
     expected_keys = frozenset(
         {"base_model.model.lin0.oft_R.weight", "base_model.model.lin1.oft_R.weight"}
+        | {"base_model.model.emb.oft_embedding_R.weight"}
         | {"base_model.model.head.weight", "base_model.model.head.bias"}
     )
 

@@ -109,6 +109,7 @@ CASES = [
         "module_dropout",
         {"target_modules": ["q_proj", "v_proj"], "oft_block_size": 8, "module_dropout": 0.5},
     ),
+    Case("llama", "oft", "embedding", {"target_modules": ["embed_tokens", "q_proj"], "oft_block_size": 8}),
     Case("llama", "oft", "adjusted_block_size", {"target_modules": ["q_proj", "down_proj"], "oft_block_size": 5}),
     Case(
         "convnet",

@@ -116,6 +116,24 @@ def test_merging_two_adapters_keeps_the_outputs(neumann: bool) -> None:
         torch.testing.assert_close(restored, weight, atol=1e-6, rtol=0)
 
 
+def test_embeddings_rotate_their_output_and_merge_two_adapters_in_order() -> None:
+    """y = E[x] R1 R2; merged E' = E R1 R2; unmerged again bit for bit (the engine's exact unmerge)."""
+    model = _model(nn.Embedding(10, 8), use_cayley_neumann=False)
+    model.add_adapter("other", OFTConfig(target_modules=["0"], oft_block_size=2, init_weights=False))
+    model.set_adapter(["default", "other"])
+    layer = _layer(model)
+    ids = torch.tensor([[1, 4, 9]])
+    with torch.no_grad():
+        rotations = [torch.block_diag(*layer.rotation(n)) for n in ("default", "other")]
+        expected = layer.base_layer(ids) @ rotations[0] @ rotations[1]
+        torch.testing.assert_close(model(ids), expected, atol=1e-6, rtol=1e-5)
+        weight = layer.base_layer.weight.clone()
+        model.merge_adapter()
+        torch.testing.assert_close(model(ids), expected, atol=1e-5, rtol=0)
+        model.unmerge_adapter()
+        assert torch.equal(layer.base_layer.weight, weight)
+
+
 @pytest.mark.incumbent
 def test_hugging_face_peft_merges_two_oft_adapters_in_the_wrong_order() -> None:
     """What the test above rules out: PEFT folds R1 in first, computing W R1ᵀ R2ᵀ for x R1 R2."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from peft_oft.config import OFTConfig
-from peft_oft.layer import Conv2d, Linear, OFTLayer, PatchConv2d
+from peft_oft.layer import Conv2d, Embedding, Linear, OFTLayer, PatchConv2d
 from peft_oft.plugin import OFTTuner
 
-__all__ = ["Conv2d", "Linear", "OFTConfig", "OFTLayer", "OFTTuner", "PatchConv2d"]
+__all__ = ["Conv2d", "Embedding", "Linear", "OFTConfig", "OFTLayer", "OFTTuner", "PatchConv2d"]

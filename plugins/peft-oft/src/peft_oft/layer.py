@@ -28,12 +28,19 @@ class OFTLayer(AdapterLayer):
     """Rotations by adapter name; the subclass says how an input is rotated."""
 
     adapter_attribute_names = ("oft_R",)
+    #: Whether the output is rotated (embeddings: ``E[x] R``) rather than the input.
+    rotates_output = False
 
     def __init__(self, base_layer: nn.Module, features: int) -> None:
         super().__init__(base_layer)
-        self.features = features  # the rotated size: in_features, or in_channels * k * k
-        self.oft_R = nn.ModuleDict()
+        self.features = features  # the rotated size: in_features, in_channels * k * k, or embedding_dim
+        self.add_module(self.adapter_attribute_names[0], nn.ModuleDict())
         self._cache: dict[str, tuple[Hashable, Tensor]] = {}
+
+    def rotation_module(self, adapter_name: str) -> Rotation:
+        module = getattr(self, self.adapter_attribute_names[0])[adapter_name]
+        assert isinstance(module, Rotation)
+        return module
 
     def weight(self) -> Tensor:
         return self.base_layer.get_parameter("weight")
@@ -51,7 +58,7 @@ class OFTLayer(AdapterLayer):
                 nn.init.zeros_(rotation.weight)
             else:
                 nn.init.normal_(rotation.weight, mean=0.0, std=0.1)
-        self.oft_R[adapter_name] = rotation
+        getattr(self, self.adapter_attribute_names[0])[adapter_name] = rotation
         self._cache.pop(adapter_name, None)
 
     def delete_adapter(self, adapter_name: str) -> None:
@@ -66,8 +73,7 @@ class OFTLayer(AdapterLayer):
         projected gradient step, so the stored values match its training. Otherwise the
         projection is only computed and nothing is written.
         """
-        module, config = self.oft_R[adapter_name], self.config(adapter_name)
-        assert isinstance(module, Rotation)
+        module, config = self.rotation_module(adapter_name), self.config(adapter_name)
         weight = module.weight
         neumann, terms = config.use_cayley_neumann, config.num_cayley_neumann_terms
         if records_grad(weight):
@@ -91,8 +97,7 @@ class OFTLayer(AdapterLayer):
 
     def merge_rotation(self, adapter_name: str) -> Tensor:
         """``R`` without gradients: no dropout, COFT's projection computed (nothing written)."""
-        module, config = self.oft_R[adapter_name], self.config(adapter_name)
-        assert isinstance(module, Rotation)
+        module, config = self.rotation_module(adapter_name), self.config(adapter_name)
         vec = module.weight.detach()
         if config.coft:
             vec = module.project(vec, config.eps)
@@ -143,24 +148,23 @@ class OFTLayer(AdapterLayer):
         result: Tensor = self.base_layer(rotated, *args, **kwargs)
         return result
 
-    # --- merging: W' = W R_nᵀ ... R_1ᵀ for the rotations R_1 ... R_n applied to the input ---
+    # --- merging: W' = W R_nᵀ ... R_1ᵀ for rotations R_1 ... R_n of the input (E R_1 ... R_n of the output) ---
 
     def rotated_weight(self, rotations: Sequence[Tensor], inverse: bool, orthogonal: bool = False) -> Tensor:
         """The weight (fp32, or fp64 for fp64) with ``rotations`` folded in, or taken out (``inverse``).
 
-        Taking out multiplies by the transpose when the rotations are orthogonal (exact
-        Cayley) and by the blocks' inverse otherwise (the Neumann form is not exactly
+        Taking out multiplies by the transposes when the rotations are orthogonal (exact
+        Cayley) and by the blocks' inverses otherwise (the Neumann form is not exactly
         orthogonal), so that the engine's unmerge restores the weight to rounding.
         """
         weight = self.weight()
         flat = weight.reshape(weight.shape[0], -1).to(torch.promote_types(weight.dtype, torch.float32))
-        if not inverse:
-            for r in reversed(rotations):
-                flat = rotate_rows(flat, r.to(flat.dtype).transpose(1, 2))
-        else:
-            for r in rotations:
-                r = r.to(flat.dtype)
-                flat = rotate_rows(flat, r if orthogonal else torch.linalg.inv(r).transpose(1, 2))
+        steps = [r.to(flat.dtype) for r in rotations]
+        steps = steps if self.rotates_output else [r.transpose(1, 2) for r in reversed(steps)]
+        if inverse:
+            steps = [m.transpose(1, 2) if orthogonal else torch.linalg.inv(m) for m in reversed(steps)]
+        for m in steps:
+            flat = rotate_rows(flat, m)
         return flat.reshape(weight.shape)
 
     def merged_weights(self, adapter_names: Sequence[str]) -> Merge:
@@ -249,3 +253,41 @@ class PatchConv2d(OFTLayer):
         # (position, kernel offset) in that memory order, read as (kernel offset, position).
         scrambled = rotated.view(n, channels, k * k, -1).transpose(2, 3).reshape(n, self.features, -1)
         return F.fold(scrambled, (height, width), k)
+
+
+class Embedding(OFTLayer):
+    """OFT on nn.Embedding: each embedding is rotated, ``y = E[x] R``; merged, ``E' = E R``.
+
+    Checkpoint key ``oft_embedding_R.weight``, as Hugging Face PEFT writes it.
+    """
+
+    adapter_attribute_names = ("oft_embedding_R",)
+    capabilities = Capabilities(mergeable=True, per_row=True, hotswap=True)
+    rotates_output = True
+
+    def __init__(self, base_layer: nn.Embedding) -> None:
+        super().__init__(base_layer, base_layer.embedding_dim)
+
+    def rotate(self, x: Tensor, r: Tensor) -> Tensor:
+        return rotate_rows(x.reshape(-1, x.shape[-1]), r).view(x.shape)
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        result: Tensor = self.base_layer(x, *args, **kwargs)
+        if self.row_routing is not None and not self.disabled:
+            routing = self.row_routing
+            routing.check_rows(x.shape[0])
+            names = list(self.adapter_configs)
+            index = routing.layer_index(names, x.device)
+            rotated = result
+            for position in routing.layer_used(names):
+                rows = (index == position + 1).nonzero().flatten()
+                r = self.rotation(names[position])
+                rotated = rotated.index_copy(0, rows, self.rotate(result[rows].to(r.dtype), r).to(result.dtype))
+            return rotated
+        if not self.use_adapters:
+            return result
+        rotated = result
+        for name in self.active_adapters:
+            r = self._call_rotation(name)
+            rotated = self.rotate(rotated.to(r.dtype), r)
+        return rotated.to(result.dtype)

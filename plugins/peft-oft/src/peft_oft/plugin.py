@@ -17,11 +17,11 @@ from peft_core.contract import (
     with_fan_in_fan_out,
 )
 from peft_oft.config import OFTConfig
-from peft_oft.layer import Conv2d, Linear, OFTLayer, PatchConv2d
+from peft_oft.layer import Conv2d, Embedding, Linear, OFTLayer, PatchConv2d
 
 
 class OFTTuner(BaseTuner):
-    """OFT for nn.Linear and nn.Conv2d."""
+    """OFT for nn.Linear, nn.Conv2d and nn.Embedding."""
 
     name = "oft"
     config_class = OFTConfig
@@ -33,6 +33,8 @@ class OFTTuner(BaseTuner):
     def create_layer(self, target: nn.Module, adapter_name: str, config: PeftConfig) -> AdapterLayer | None:
         if isinstance(target, nn.Linear):
             return Linear(target)
+        if isinstance(target, nn.Embedding):
+            return Embedding(target)
         if not isinstance(target, nn.Conv2d):
             return None
         kernel = tuple(target.kernel_size)

@@ -118,6 +118,12 @@ CASES = [
         {"target_modules": ["conv2d", "head"], "oft_block_size": 4, "bias": "oft_only"},
     ),
     Case("convmix", "oft", "pointwise_grouped", {"target_modules": ["point", "grouped", "head"], "oft_block_size": 2}),
+    Case(
+        "convmix",
+        "oft",
+        "conv_block_share_coft",
+        {"target_modules": ["point", "grouped"], "oft_block_size": 2, "block_share": True, "coft": True, "eps": 0.1},
+    ),
 ]
 
 

@@ -19,6 +19,16 @@ class Backend:
     ia3_config: Any
     version: str
 
+    def config_class(self, class_name: str) -> Any:
+        """A config class by Hugging Face PEFT's name (``"LoHaConfig"``): its own, or peft-core's plugin's."""
+        if self.name == "ours":
+            import peft_core
+
+            return getattr(peft_core, class_name)
+        import peft
+
+        return getattr(peft, class_name)
+
 
 def load_backend(name: str) -> Backend:
     """``ours`` is peft-core with its LoRA/IA3 plugins; ``hf`` is Hugging Face PEFT."""

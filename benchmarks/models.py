@@ -36,6 +36,35 @@ def gpt2(quick: bool, seed: int = 0) -> nn.Module:
     return GPT2LMHeadModel(config)
 
 
+class ConvNet(nn.Module):
+    """A small image classifier: four 3x3 Conv2d (two with stride 2), a 1x1 Conv2d, a linear head."""
+
+    def __init__(self, width: int, classes: int = 10) -> None:
+        super().__init__()
+        w = width
+        self.convs = nn.ModuleList(
+            [
+                nn.Conv2d(3, w, 3, padding=1),
+                nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
+                nn.Conv2d(2 * w, 2 * w, 3, padding=1),
+                nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1),
+                nn.Conv2d(4 * w, 4 * w, 1),
+            ]
+        )
+        self.head = nn.Linear(4 * w, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        return self.head(x.mean((-1, -2)))
+
+
+def convnet(quick: bool, seed: int = 0) -> nn.Module:
+    """ConvNet of width 32 (channels 32-128) for 32x32 images; width 4 when quick."""
+    torch.manual_seed(seed)
+    return ConvNet(4 if quick else 32)
+
+
 def linear_stack(quick: bool, seed: int = 0) -> nn.Module:
     """Eight Linear(1024) layers: the model of the incumbent's published mixed-batch numbers."""
     torch.manual_seed(seed)

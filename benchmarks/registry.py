@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks.context import Context, Result
-from benchmarks.scenarios import adalora, inference, lifecycle, mixed, training
+from benchmarks.scenarios import adalora, inference, lifecycle, mixed, structured, training
 
 
 @dataclass(frozen=True)
@@ -30,4 +30,7 @@ SCENARIOS: dict[str, Scenario] = {
     "ia3_step": Scenario(training.ia3_step),
     "adalora_step": Scenario(adalora.adalora_step),
     "adalora_step_short": Scenario(adalora.adalora_step_short),
+    "train_structured_llama": Scenario(structured.train_structured_llama),
+    "train_structured_conv": Scenario(structured.train_structured_conv),
+    "forward_structured": Scenario(structured.forward_structured),
 }

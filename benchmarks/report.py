@@ -91,6 +91,61 @@ RATIOS: list[Ratio] = [
     Ratio("AdaLoRA training step, HF / floor (llama-tiny)", "adalora_step", "hf", "floor"),
     Ratio("AdaLoRA allocation step alone, ours / HF", "adalora_step", "ours_allocate", "hf_allocate"),
     Ratio("AdaLoRA training step, 8 x 32 tokens, ours / HF", "adalora_step_short", "ours", "hf"),
+    *[
+        row
+        for method, title in (("loha", "LoHa"), ("lokr", "LoKr"), ("oft", "OFT"))
+        for row in (
+            Ratio(
+                f"{title} training step, ours / HF (llama-tiny)",
+                "train_structured_llama",
+                f"{method}_ours",
+                f"{method}_hf",
+                "<= 0.8",
+                at_most(0.8),
+            ),
+            Ratio(
+                f"{title} training step, ours / floor (llama-tiny)",
+                "train_structured_llama",
+                f"{method}_ours",
+                f"{method}_floor",
+            ),
+            Ratio(
+                f"{title} training step, HF / floor (llama-tiny)",
+                "train_structured_llama",
+                f"{method}_hf",
+                f"{method}_floor",
+            ),
+            Ratio(
+                f"{title} training step, ours / HF (ConvNet)",
+                "train_structured_conv",
+                f"{method}_ours",
+                f"{method}_hf",
+                "<= 0.8",
+                at_most(0.8),
+            ),
+            Ratio(
+                f"{title} training step, ours / floor (ConvNet)",
+                "train_structured_conv",
+                f"{method}_ours",
+                f"{method}_floor",
+            ),
+            Ratio(
+                f"{title} training step, HF / floor (ConvNet)",
+                "train_structured_conv",
+                f"{method}_hf",
+                f"{method}_floor",
+            ),
+            Ratio(f"{title} unmerged forward / base (llama-tiny)", "forward_structured", f"{method}_ours", "base"),
+            Ratio(f"HF {title} unmerged forward / base (llama-tiny)", "forward_structured", f"{method}_hf", "base"),
+        )
+    ],
+    Ratio(
+        "OFT exact Cayley / Neumann, training step (ours, llama-tiny)",
+        "train_structured_llama",
+        "oft_ours_exact",
+        "oft_ours",
+    ),
+    Ratio("OFT exact Cayley, ours / HF (llama-tiny)", "train_structured_llama", "oft_ours_exact", "oft_hf_exact"),
 ]
 
 

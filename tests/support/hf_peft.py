@@ -1,7 +1,7 @@
 """Building the same adapter with Hugging Face PEFT and with peft-core, and comparing outputs.
 
-Adapters get non-trivial weights (``init_lora_weights=False`` / ``init_ia3_weights=False``)
-and every other trainable tensor (biases, modules_to_save copies) gets noise, so a
+Adapters get non-trivial weights (``init_lora_weights=False``, ``init_ia3_weights=False``,
+``init_weights=False``) and every other trainable tensor (biases, modules_to_save copies) gets noise, so a
 tensor that is not carried over changes the outputs.
 """
 
@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import peft
@@ -20,8 +21,11 @@ from torch import Tensor, nn
 
 from peft_core import PeftConfig, PeftModel
 from peft_ia3 import IA3Config
+from peft_loha import LoHaConfig
+from peft_lokr import LoKrConfig
 from peft_lora import LoraConfig
-from support.models import ConvNet, tiny_bert, tiny_gpt2, tiny_llama, token_ids
+from peft_oft import OFTConfig
+from support.models import ConvMix, ConvNet, tiny_bert, tiny_gpt2, tiny_llama, token_ids
 
 ATOL = 1e-5  # fp32
 
@@ -31,13 +35,24 @@ BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "llama": tiny_llama,
     "llama_tied": lambda: tiny_llama(tie_word_embeddings=True),
     "convnet": lambda: ConvNet().eval(),
+    "convmix": lambda: ConvMix().eval(),
 }
 
 
 def inputs_for(model_name: str) -> Tensor:
-    if model_name == "convnet":
+    if model_name in ("convnet", "convmix"):
         return torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     return token_ids(batch=2, length=8)
+
+
+#: Per method: our config class, Hugging Face PEFT's config class name, the options every case gets.
+METHODS: dict[str, tuple[type[PeftConfig], str, dict[str, Any]]] = {
+    "lora": (LoraConfig, "LoraConfig", {"r": 4, "lora_alpha": 8, "init_lora_weights": False}),
+    "ia3": (IA3Config, "IA3Config", {"init_ia3_weights": False}),
+    "loha": (LoHaConfig, "LoHaConfig", {"r": 4, "alpha": 8, "init_weights": False}),
+    "lokr": (LoKrConfig, "LoKrConfig", {"r": 4, "alpha": 8, "init_weights": False}),
+    "oft": (OFTConfig, "OFTConfig", {"init_weights": False}),
+}
 
 
 @dataclass(frozen=True)
@@ -45,7 +60,7 @@ class Case:
     """One matrix cell: a model and an adapter config (Hugging Face PEFT field names)."""
 
     model: str
-    method: str  # "lora" or "ia3"
+    method: str  # a key of METHODS
     feature: str
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -54,14 +69,13 @@ class Case:
         return f"{self.model}-{self.method}-{self.feature}"
 
     def ours(self) -> PeftConfig:
-        if self.method == "lora":
-            return LoraConfig(**({"r": 4, "lora_alpha": 8, "init_lora_weights": False} | self.options))
-        return IA3Config(**({"init_ia3_weights": False} | self.options))
+        config_class, _, defaults = METHODS[self.method]
+        return config_class(**(defaults | self.options))
 
     def theirs(self) -> peft.PeftConfig:
-        if self.method == "lora":
-            return peft.LoraConfig(**({"r": 4, "lora_alpha": 8, "init_lora_weights": False} | self.options))
-        return peft.IA3Config(**({"init_ia3_weights": False} | self.options))
+        _, class_name, defaults = METHODS[self.method]
+        config: peft.PeftConfig = getattr(peft, class_name)(**(defaults | self.options))
+        return config
 
 
 def base_model(case_or_name: Case | str) -> nn.Module:
@@ -128,3 +142,12 @@ def assert_same_outputs(ours: nn.Module, theirs: nn.Module, base: nn.Module, x: 
     torch.testing.assert_close(outputs(ours, x), expected, atol=ATOL, rtol=0)
     with disabled(ours), disabled(theirs):
         torch.testing.assert_close(outputs(ours, x), outputs(theirs, x), atol=ATOL, rtol=0)
+
+
+def saved_by_hf(case: Case, directory: Path, is_trainable: bool = False) -> tuple[nn.Module, peft.PeftModel, PeftModel]:
+    """The base model, a noisy Hugging Face PEFT adapter for ``case`` saved in ``directory``, ours loaded from it."""
+    base = base_model(case)
+    theirs = hf_model(base, case.theirs())
+    add_noise(theirs)
+    theirs.save_pretrained(directory)
+    return base, theirs, PeftModel.from_pretrained(copy.deepcopy(base), directory, is_trainable=is_trainable)

@@ -59,6 +59,11 @@ METHOD_CONFIGS: dict[str, MethodConfig] = {
             "accelerate-fsdp2": "AdaLoRA's allocation does not read FSDP2's sharded (DTensor) gradients yet",
         },
     ),
+    "loha": MethodConfig("LOHA", "mlp", {"target_modules": ["lin0", "lin1"], "r": 4, "init_weights": False}),
+    "lokr": MethodConfig("LOKR", "mlp", {"target_modules": ["lin0", "lin1"], "r": 4, "init_weights": False}),
+    "oft": MethodConfig(
+        "OFT", "mlp", {"target_modules": ["lin0", "lin1"], "r": 0, "oft_block_size": 4, "init_weights": False}
+    ),
     # Test-only plugins (tests/plugins/): a bias delta; a scale with a loss term and an on_step_end
     # projection (max_change is small so that the projection acts); a model-level input shift.
     "bitfit": MethodConfig("BITFIT", "mlp", {"target_modules": ["lin0", "lin1"], "init_scale": 0.1}),

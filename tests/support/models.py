@@ -36,6 +36,24 @@ class ConvNet(nn.Module):
         return self.head(torch.cat([a, b], -1))
 
 
+class ConvMix(nn.Module):
+    """The convolutions that structured methods treat apart: a 1x1 Conv2d, a grouped 3x3 Conv2d,
+    Conv1d with kernels 3 and 1, and a linear head; (batch, 4, 8, 8) -> (batch, classes)."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.point = nn.Conv2d(4, 8, 1)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.seq = nn.Conv1d(8, 12, 3, padding=1)
+        self.seq_point = nn.Conv1d(12, 6, 1)
+        self.head = nn.Linear(6, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.grouped(torch.relu(self.point(x))))
+        s = self.seq_point(torch.relu(self.seq(h.flatten(2))))
+        return self.head(s.mean(-1))
+
+
 def tiny_gpt2(seed: int = 0) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from benchmarks.backends import BACKENDS
 from benchmarks.context import Context, Result
-from benchmarks.scenarios import inference, lifecycle, mixed, training
+from benchmarks.scenarios import inference, lifecycle, methods, mixed, training
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,7 @@ SCENARIOS: dict[str, Scenario] = {
     "mixed_decode": Scenario(mixed.mixed_decode),
     "mixed_prefill": Scenario(mixed.mixed_prefill),
     "mixed_linear_stack": Scenario(mixed.mixed_linear_stack),
-    "inject_merge_large": Scenario(lifecycle.inject_merge_large),
-    "save_load": Scenario(lifecycle.save_load),
+    **{name: Scenario(run, BACKENDS if isolated else ()) for name, (run, isolated) in lifecycle.SCENARIOS.items()},
     "peak_memory": Scenario(training.peak_memory, training.RSS_VARIANTS),
-    "ia3_step": Scenario(training.ia3_step),
+    **{name: Scenario(run) for name, run in methods.SCENARIOS.items()},
 }

@@ -63,5 +63,5 @@ def input_dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return x
     if x.device.type != "cpu" or compiling() or p >= 1.0:
         return F.dropout(x, p, training=True)
-    dropped: Tensor = _InputDropout.apply(x, p)
+    dropped: Tensor = _InputDropout.apply(x, p)  # type: ignore[no-untyped-call]
     return dropped

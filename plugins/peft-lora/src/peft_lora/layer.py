@@ -20,7 +20,6 @@ from peft_core.contract import (
     RowRouting,
     StackCache,
     compiling,
-    identities,
     weights_will_be_loaded,
 )
 from peft_lora import hotswap as swapping
@@ -253,9 +252,15 @@ class LoraLayer(AdapterLayer):
 
     def _adapters_key(self, names: tuple[str, ...]) -> Hashable:
         """Changes when an adapter is added, removed, replaced or rescaled (cheap: no tensor reads)."""
+        # The held objects themselves (compared by identity, in C): this runs per layer and call,
+        # with cold caches between layers; going through nn.Module.__getattr__ and id() per
+        # object was 22 us of it (decode, 64 adapters loaded).
+        modules = self._modules
         held = tuple(
-            identities(c._modules.values() if isinstance(c, nn.ModuleDict) else c._parameters.values())
-            for c in self._containers()
+            tuple(
+                container._modules.values() if isinstance(container, nn.ModuleDict) else container._parameters.values()
+            )
+            for container in map(modules.__getitem__, self.adapter_attribute_names)
         )
         # Floats compare by value; a tensor scaling is the same object (prepare_for_hotswap,
         # which swaps floats for tensors, clears the cache) and its version is checked.

@@ -1,7 +1,7 @@
 """Adapter life cycle at two sizes and two dtypes: inject, merge/unmerge, save, hotswap,
 merge_and_unload and load, ours against the incumbent.
 
-LoRA r=16 on every linear layer but the head, non-zero (as after training). ``tiny`` is
+LoRA r=16 on every linear layer but the head, with weights as after training (``_trained_like``). ``tiny`` is
 llama-tiny: both libraries in one process, round by round (a copy of the base model per
 round, outside the timings). ``large`` is the 0.94B Llama built on the meta device and
 materialised without init, fresh for every run; each library runs in a process of its own
@@ -64,8 +64,9 @@ class _Timer:
 def _cycle(backend: Backend, base: nn.Module, fresh: nn.Module, folder: Path, timer: _Timer, result: Result) -> None:
     """One run of every operation; ``base`` is consumed (wrapped, then merged and unloaded)."""
     name = backend.name
-    config = lora_config(backend, timer.ctx, init_lora_weights=False)
+    config = lora_config(backend, timer.ctx)
     wrapped = timer(f"{name}_inject", lambda: wrap(backend, base, config))
+    _trained_like(wrapped)
     timer(f"{name}_merge_adapter", wrapped.merge_adapter)
     timer(f"{name}_unmerge_adapter", wrapped.unmerge_adapter)
     timer(f"{name}_save", lambda: wrapped.save_pretrained(folder))
@@ -77,6 +78,20 @@ def _cycle(backend: Backend, base: nn.Module, fresh: nn.Module, folder: Path, ti
         key = f"{name}_merge_and_unload_peak_mb"
         result.values[key] = max(result.values.get(key, 0.0), peak.mb)
     timer(f"{name}_load", lambda: backend.peft_model_class.from_pretrained(fresh, str(folder)))
+
+
+def _trained_like(model: nn.Module) -> None:
+    """LoRA as after some training: ``A`` as initialised, ``B`` (zero at init) ~ N(0, 0.02^2).
+
+    The update is then a fraction of the weights, as a real one: the cost of an exact
+    (reversible) merge depends on how many elements the merge rounds, which a random
+    full-size update would overstate.
+    """
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
 
 
 def _warm_up(backend: Backend, ctx: Context) -> None:

@@ -104,7 +104,8 @@ class LoraLayer(AdapterLayer):
         failure part-way subtracts the blocks already written again.
         """
         weight = self._weight()
-        if self._whole_deltas() or not weight.is_contiguous() or weight.device.type == "meta":
+        additive = type(self).merged_weights is LoraLayer.merged_weights  # a variant (DoRA) merges its own way
+        if not additive or self._whole_deltas() or not weight.is_contiguous() or weight.device.type == "meta":
             return super().merge_in_place(adapter_names)
         flat = weight.detach().view(weight.shape[0], -1)
         written = 0

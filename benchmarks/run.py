@@ -3,7 +3,7 @@
 python -m benchmarks.run                 # full suite, CPU, writes benchmarks/results.{md,json}
 python -m benchmarks.run --quick         # every scenario tiny: a smoke test (benchmarks/out/)
 python -m benchmarks.run --device cuda   # on a GPU (results-cuda.{md,json})
-python -m benchmarks.run --only mixed_decode,save_load
+python -m benchmarks.run --only mixed_decode,lifecycle_tiny_fp32
 """
 
 from __future__ import annotations

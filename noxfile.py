@@ -66,7 +66,7 @@ def bench(session: nox.Session) -> None:
     """Benchmark suite vs Hugging Face PEFT (~25 min on 2 shared cores); writes benchmarks/results.{md,json}.
 
     Arguments go to ``python -m benchmarks.run``: ``nox -s bench -- --quick``, ``-- --device cuda``,
-    ``-- --only mixed_decode,save_load``.
+    ``-- --only mixed_decode,lifecycle_tiny_fp32``.
     """
     install(session, "torch")
     install(session, *DISTRIBUTIONS, "transformers", "peft", "accelerate")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 BACKENDS = ("ours", "hf")
@@ -18,6 +19,8 @@ class Backend:
     lora_config: Any
     ia3_config: Any
     version: str
+    module: ModuleType  # ``peft_core`` or ``peft``: config classes by Hugging Face PEFT's names
+    hotswap_adapter: Any  # (model, adapter directory, adapter name) -> None
 
     def config_class(self, class_name: str) -> Any:
         """A config class by Hugging Face PEFT's name (``"LoHaConfig"``): its own, or peft-core's plugin's."""
@@ -38,10 +41,27 @@ def load_backend(name: str) -> Backend:
         from peft_lora import LoraConfig
 
         return Backend(
-            "ours", peft_core.get_peft_model, peft_core.PeftModel, LoraConfig, IA3Config, peft_core.__version__
+            "ours",
+            peft_core.get_peft_model,
+            peft_core.PeftModel,
+            LoraConfig,
+            IA3Config,
+            peft_core.__version__,
+            peft_core,
+            peft_core.hotswap_adapter,
         )
     if name == "hf":
         import peft
+        from peft.utils.hotswap import hotswap_adapter
 
-        return Backend("hf", peft.get_peft_model, peft.PeftModel, peft.LoraConfig, peft.IA3Config, peft.__version__)
+        return Backend(
+            "hf",
+            peft.get_peft_model,
+            peft.PeftModel,
+            peft.LoraConfig,
+            peft.IA3Config,
+            peft.__version__,
+            peft,
+            hotswap_adapter,
+        )
     raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")

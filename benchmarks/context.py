@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -80,3 +83,50 @@ def peak_rss_mb() -> float:
 
 def load_average() -> float:
     return os.getloadavg()[0]
+
+
+def _status_kb(field_name: str) -> int:
+    match = re.search(rf"^{field_name}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if match is None:
+        raise OSError(f"no {field_name} in /proc/self/status")
+    return int(match.group(1))
+
+
+@dataclass
+class PeakAdded:
+    """Set when the block of ``peak_added_mb`` ends: MB the block added at its peak, or None."""
+
+    mb: float | None = None
+
+
+@contextmanager
+def peak_added_mb() -> Iterator[PeakAdded]:
+    """Measure the most resident memory the block added over what was resident before it.
+
+    Resets the kernel's high-water mark (``/proc/self/clear_refs``, Linux >= 4.0) so the
+    peak is this block's, not the process's; elsewhere the result stays None.
+    """
+    peak = PeakAdded()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kb("VmRSS")
+    except OSError:
+        yield peak
+        return
+    yield peak
+    peak.mb = max(0.0, (_status_kb("VmHWM") - before) / 1024)
+
+
+def machine_cpu_seconds() -> float | None:
+    """CPU time (s) every process on the machine has used since boot (Linux ``/proc/stat``), or None."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    ticks = sum(int(value) for i, value in enumerate(fields) if i not in (3, 4))  # not idle, not iowait
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+#: A scenario is NOISY when other processes used more than this many cores on average while it
+#: ran, or the 1-minute load average exceeded the logical CPUs: its ratios are less reliable.
+NOISY_OTHER_CORES = 0.5

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from benchmarks.backends import BACKENDS
 from benchmarks.context import Context, Result
-from benchmarks.scenarios import adalora, inference, lifecycle, mixed, structured, training
+from benchmarks.scenarios import adalora, inference, lifecycle, methods, mixed, structured, training
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,10 @@ SCENARIOS: dict[str, Scenario] = {
     "mixed_decode": Scenario(mixed.mixed_decode),
     "mixed_prefill": Scenario(mixed.mixed_prefill),
     "mixed_linear_stack": Scenario(mixed.mixed_linear_stack),
-    "inject_merge_large": Scenario(lifecycle.inject_merge_large),
-    "save_load": Scenario(lifecycle.save_load),
+    **{name: Scenario(run, BACKENDS if isolated else ()) for name, (run, isolated) in lifecycle.SCENARIOS.items()},
     "peak_memory": Scenario(training.peak_memory, training.RSS_VARIANTS),
-    "ia3_step": Scenario(training.ia3_step),
+    **{name: Scenario(run) for name, run in methods.SCENARIOS.items()},
+    # Methods with scenarios of their own (benchmarks.methods.DEDICATED), more detailed than a method_* row.
     "adalora_step": Scenario(adalora.adalora_step),
     "adalora_step_short": Scenario(adalora.adalora_step_short),
     "train_structured_llama": Scenario(structured.train_structured_llama),

@@ -2,151 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.ratios import RATIOS, Ratio
 
-@dataclass(frozen=True)
-class Ratio:
-    """``numerator / denominator`` of two measurements of one scenario (medians or values)."""
-
-    label: str
-    scenario: str
-    numerator: str
-    denominator: str
-    target: str = ""  # as printed; empty for context-only rows
-    ok: Callable[[float], bool] | None = None
-
-
-def at_most(limit: float) -> Callable[[float], bool]:
-    return lambda value: value <= limit
-
-
-def within(center: float, tolerance: float) -> Callable[[float], bool]:
-    return lambda value: abs(value - center) <= tolerance
-
-
-RATIOS: list[Ratio] = [
-    Ratio("training step, ours / HF (llama-tiny)", "train_llama", "ours", "hf", "<= 0.90", at_most(0.90)),
-    Ratio("training step, ours / floor (llama-tiny)", "train_llama", "ours", "floor", "<= 1.10 (aim)", at_most(1.10)),
-    Ratio("training step, HF / floor (llama-tiny)", "train_llama", "hf", "floor"),
-    Ratio("training step, ours / HF (GPT-2 Conv1D)", "train_gpt2", "ours", "hf"),
-    Ratio("training step, ours / floor (GPT-2 Conv1D)", "train_gpt2", "ours", "floor"),
-    Ratio("training step, HF / floor (GPT-2 Conv1D)", "train_gpt2", "hf", "floor"),
-    Ratio("unmerged forward / base (llama-tiny)", "forward_llama", "ours_unmerged", "base", "<= 1.07", at_most(1.07)),
-    Ratio(
-        "merged forward / base (llama-tiny)", "forward_llama", "ours_merged", "base", "1.00 +- 0.03", within(1, 0.03)
-    ),
-    Ratio("second base instance / base (llama-tiny, placement noise)", "forward_llama", "base_copy", "base"),
-    Ratio("HF unmerged forward / base (llama-tiny)", "forward_llama", "hf_unmerged", "base"),
-    Ratio("HF merged forward / base (llama-tiny)", "forward_llama", "hf_merged", "base"),
-    Ratio("unmerged forward / base (GPT-2 Conv1D)", "forward_gpt2", "ours_unmerged", "base"),
-    Ratio("merged forward / base (GPT-2 Conv1D)", "forward_gpt2", "ours_merged", "base"),
-    Ratio("HF unmerged forward / base (GPT-2 Conv1D)", "forward_gpt2", "hf_unmerged", "base"),
-    Ratio(
-        "decode, 32 adapters / single adapter", "mixed_decode", "ours_mixed32", "ours_single", "<= 1.3", at_most(1.3)
-    ),
-    Ratio("decode, 32 adapters, ours / HF", "mixed_decode", "ours_mixed32", "hf_mixed32", "<= 0.4", at_most(0.4)),
-    Ratio("decode, 64 / 4 adapters (flatness)", "mixed_decode", "ours_mixed64", "ours_mixed4"),
-    Ratio("decode, single adapter / base", "mixed_decode", "ours_single", "base"),
-    Ratio("HF decode, 32 adapters / single adapter", "mixed_decode", "hf_mixed32", "hf_single"),
-    Ratio(
-        "prefill, 32 adapters / single adapter",
-        "mixed_prefill",
-        "ours_mixed32",
-        "ours_single",
-        "<= 1.05",
-        at_most(1.05),
-    ),
-    Ratio("prefill, 64 / 4 adapters (flatness)", "mixed_prefill", "ours_mixed64", "ours_mixed4"),
-    Ratio("prefill, 32 adapters, ours / HF", "mixed_prefill", "ours_mixed32", "hf_mixed32"),
-    Ratio("8 x Linear(1024) decode, 32 adapters / single", "mixed_linear_stack", "ours_mixed32", "ours_single"),
-    Ratio("8 x Linear(1024) decode, 32 adapters, ours / HF", "mixed_linear_stack", "ours_mixed32", "hf_mixed32"),
-    Ratio("injection, 0.9B Llama, ours / HF", "inject_merge_large", "ours_inject", "hf_inject", "<= 1.0", at_most(1.0)),
-    Ratio(
-        "merge_and_unload, 0.9B Llama, ours / HF",
-        "inject_merge_large",
-        "ours_merge_and_unload",
-        "hf_merge_and_unload",
-        "<= 1.0",
-        at_most(1.0),
-    ),
-    Ratio("save_pretrained, ours / HF", "save_load", "ours_save", "hf_save", "<= 1.0", at_most(1.0)),
-    Ratio("from_pretrained, ours / HF", "save_load", "ours_load", "hf_load", "<= 1.0", at_most(1.0)),
-    Ratio("adapter file size, ours / HF", "save_load", "ours_file_bytes", "hf_file_bytes", "<= 1.0", at_most(1.0)),
-    Ratio("peak RSS training, ours / HF", "peak_memory", "ours_peak_rss_mb", "hf_peak_rss_mb", "<= 1.0", at_most(1.0)),
-    Ratio("RSS added by training, ours / HF", "peak_memory", "ours_training_rss_mb", "hf_training_rss_mb"),
-    Ratio("IA3 training step, ours / HF", "ia3_step", "ours", "hf"),  # the issue sets no IA3 target
-    Ratio("IA3 training step, ours / floor", "ia3_step", "ours", "floor"),
-    Ratio(
-        "AdaLoRA training step with allocation, ours / HF (llama-tiny)",
-        "adalora_step",
-        "ours",
-        "hf",
-        "<= 0.90",
-        at_most(0.90),
-    ),
-    Ratio("AdaLoRA training step, ours / floor (llama-tiny)", "adalora_step", "ours", "floor"),
-    Ratio("AdaLoRA training step, HF / floor (llama-tiny)", "adalora_step", "hf", "floor"),
-    Ratio("AdaLoRA allocation step alone, ours / HF", "adalora_step", "ours_allocate", "hf_allocate"),
-    Ratio("AdaLoRA training step, 8 x 32 tokens, ours / HF", "adalora_step_short", "ours", "hf"),
-    *[
-        row
-        for method, title in (("loha", "LoHa"), ("lokr", "LoKr"), ("oft", "OFT"))
-        for row in (
-            Ratio(
-                f"{title} training step, ours / HF (llama-tiny)",
-                "train_structured_llama",
-                f"{method}_ours",
-                f"{method}_hf",
-                "<= 0.8",
-                at_most(0.8),
-            ),
-            Ratio(
-                f"{title} training step, ours / floor (llama-tiny)",
-                "train_structured_llama",
-                f"{method}_ours",
-                f"{method}_floor",
-            ),
-            Ratio(
-                f"{title} training step, HF / floor (llama-tiny)",
-                "train_structured_llama",
-                f"{method}_hf",
-                f"{method}_floor",
-            ),
-            Ratio(
-                f"{title} training step, ours / HF (ConvNet)",
-                "train_structured_conv",
-                f"{method}_ours",
-                f"{method}_hf",
-                "<= 0.8",
-                at_most(0.8),
-            ),
-            Ratio(
-                f"{title} training step, ours / floor (ConvNet)",
-                "train_structured_conv",
-                f"{method}_ours",
-                f"{method}_floor",
-            ),
-            Ratio(
-                f"{title} training step, HF / floor (ConvNet)",
-                "train_structured_conv",
-                f"{method}_hf",
-                f"{method}_floor",
-            ),
-            Ratio(f"{title} unmerged forward / base (llama-tiny)", "forward_structured", f"{method}_ours", "base"),
-            Ratio(f"HF {title} unmerged forward / base (llama-tiny)", "forward_structured", f"{method}_hf", "base"),
-        )
-    ],
-    Ratio(
-        "OFT exact Cayley / Neumann, training step (ours, llama-tiny)",
-        "train_structured_llama",
-        "oft_ours_exact",
-        "oft_ours",
-    ),
-    Ratio("OFT exact Cayley, ours / HF (llama-tiny)", "train_structured_llama", "oft_ours_exact", "oft_hf_exact"),
-]
+__all__ = ["RATIOS", "Ratio", "compute_ratios", "lookup", "markdown"]
 
 
 def lookup(scenario: dict[str, Any], key: str, clock: str, statistic: str = "median_ms") -> float | None:
@@ -155,6 +15,12 @@ def lookup(scenario: dict[str, Any], key: str, clock: str, statistic: str = "med
         return float(scenario["values"][key])
     stats = scenario.get(clock, {}).get(key)
     return None if stats is None else float(stats[statistic])
+
+
+def _divide(scenario: dict[str, Any], numerator: str, denominator: str, clock: str, statistic: str) -> float | None:
+    num = lookup(scenario, numerator, clock, statistic)
+    den = lookup(scenario, denominator, clock, statistic)
+    return None if num is None or den is None or den == 0 else num / den
 
 
 def compute_ratios(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -169,9 +35,11 @@ def compute_ratios(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
             ("cpu", "cpu", "median_ms"),
             ("min", "wall", "min_ms"),
         ):
-            num = lookup(scenario, ratio.numerator, clock, statistic)
-            den = lookup(scenario, ratio.denominator, clock, statistic)
-            values[column] = None if num is None or den is None or den == 0 else num / den
+            value = _divide(scenario, ratio.numerator, ratio.denominator, clock, statistic)
+            if ratio.per is not None and value is not None:
+                per = _divide(scenario, *ratio.per, clock, statistic)
+                value = None if not per else value / per
+            values[column] = value
         wall = values["wall"]
         rows.append(
             {
@@ -179,11 +47,13 @@ def compute_ratios(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
                 "scenario": ratio.scenario,
                 "numerator": ratio.numerator,
                 "denominator": ratio.denominator,
+                "per": list(ratio.per) if ratio.per else None,
                 "ratio": wall,
                 "ratio_cpu_time": values["cpu"],
                 "ratio_of_minimums": values["min"],
                 "target": ratio.target,
                 "met": None if ratio.ok is None or wall is None else ratio.ok(wall),
+                "noisy": bool(scenario.get("noisy")),
             }
         )
     return rows
@@ -211,15 +81,17 @@ def markdown(meta: dict[str, Any], scenarios: dict[str, dict[str, Any]], ratios:
         "is shown beside it because the machine is shared and CPU time ignores time spent descheduled.",
         "The ratio of the fastest runs is shown too: noise only ever adds time, so on a noisy",
         "machine it is the steadier estimate of what the code costs. Targets are checked on medians.",
+        "NOISY: other processes used more than half a core on average while the scenario ran, or the",
+        "load average exceeded the logical CPUs; rerun those on a quiet machine before trusting them.",
         "",
-        "| measurement | ratio (wall) | ratio (CPU time) | ratio (fastest runs) | target | met |",
-        "|---|---|---|---|---|---|",
+        "| measurement | ratio (wall) | ratio (CPU time) | ratio (fastest runs) | target | met | machine |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in ratios:
         met = {None: "", True: "yes", False: "**no**"}[row["met"]]
         lines.append(
             f"| {row['label']} | {_fmt(row['ratio'])} | {_fmt(row['ratio_cpu_time'])} | "
-            f"{_fmt(row['ratio_of_minimums'])} | {row['target']} | {met} |"
+            f"{_fmt(row['ratio_of_minimums'])} | {row['target']} | {met} | {'NOISY' if row.get('noisy') else ''} |"
         )
     lines += ["", "## Timings (ms: median, min, max over the runs; CPU-time median)", ""]
     for name, scenario in scenarios.items():
@@ -230,6 +102,10 @@ def markdown(meta: dict[str, Any], scenarios: dict[str, dict[str, Any]], ratios:
         loads = scenario.get("load_average")
         if loads:
             lines.append(f"- load average (1 min) before/after: {loads[0]:.2f} / {loads[1]:.2f}")
+        if scenario.get("other_cpu_cores") is not None:
+            lines.append(f"- CPU used by other processes meanwhile: {scenario['other_cpu_cores']:.2f} cores")
+        if scenario.get("noisy"):
+            lines.append("- **NOISY**: the machine was busy; its ratios are less reliable")
         lines.append("")
         if scenario.get("wall"):
             lines += ["| variant | median | min | max | runs | CPU median |", "|---|---|---|---|---|---|"]

@@ -3,7 +3,7 @@
 python -m benchmarks.run                 # full suite, CPU, writes benchmarks/results.{md,json}
 python -m benchmarks.run --quick         # every scenario tiny: a smoke test (benchmarks/out/)
 python -m benchmarks.run --device cuda   # on a GPU (results-cuda.{md,json})
-python -m benchmarks.run --only mixed_decode,save_load
+python -m benchmarks.run --only mixed_decode,lifecycle_tiny_fp32
 """
 
 from __future__ import annotations
@@ -63,7 +63,14 @@ def merge_variants(records: list[dict[str, Any]]) -> dict[str, Any]:
             merged[key].update(record[key])
         merged["notes"] += record["notes"]
         merged["seconds"] += record["seconds"]
-    merged["load_average"] = [records[0]["load_average"][0], records[-1]["load_average"][1]]
+    merged["load_average"] = [
+        min(r["load_average"][0] for r in records),
+        max(r["load_average"][1] for r in records),
+    ]
+    cores = [(r["other_cpu_cores"], r["seconds"]) for r in records if r.get("other_cpu_cores") is not None]
+    seconds = sum(s for _, s in cores)
+    merged["other_cpu_cores"] = sum(c * s for c, s in cores) / seconds if seconds else None
+    merged["noisy"] = any(r.get("noisy") for r in records)
     return merged
 
 
@@ -117,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         "peft-core": _version("peft-core"),
         "peft (Hugging Face)": _version("peft"),
     }
+    noisy = [name for name, record in scenarios.items() if record.get("noisy")]
+    meta["NOISY scenarios (machine busy: see each scenario)"] = ", ".join(noisy) if noisy else "none"
     ratios = compute_ratios(scenarios)
     (output_dir / f"results{suffix}.json").write_text(
         json.dumps({"meta": meta, "scenarios": scenarios, "ratios": ratios}, indent=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.context import Context, load_average, peak_rss_mb
+from benchmarks.context import NOISY_OTHER_CORES, Context, load_average, machine_cpu_seconds, peak_rss_mb
 from benchmarks.registry import SCENARIOS
 
 
@@ -38,14 +39,29 @@ def run_scenario(name: str, variant: str | None, quick: bool, device: str) -> di
     random.seed(0)
     ctx = Context(quick=quick, device=torch.device(device), variant=variant)
     load_before, start = load_average(), time.perf_counter()
+    machine_before, own_before = machine_cpu_seconds(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # library notices are not results
         result = SCENARIOS[name].run(ctx)
+    seconds = time.perf_counter() - start
+    machine_after, own = machine_cpu_seconds(), time.process_time() - own_before
+    other_cores = None
+    if machine_before is not None and machine_after is not None and seconds > 0:
+        other_cores = max(0.0, (machine_after - machine_before - own) / seconds)
+    loads = [load_before, load_average()]
     return result.as_dict() | {
-        "seconds": time.perf_counter() - start,
-        "load_average": [load_before, load_average()],
+        "seconds": seconds,
+        "load_average": loads,
+        "other_cpu_cores": other_cores,
+        "noisy": is_noisy(loads, other_cores),
         "process_peak_rss_mb": peak_rss_mb(),
     }
+
+
+def is_noisy(loads: list[float], other_cores: float | None) -> bool:
+    """Whether other work on the machine was large enough to make this scenario's timings unreliable."""
+    busy_load = max(loads) > (os.cpu_count() or 1)
+    return busy_load or (other_cores is not None and other_cores > NOISY_OTHER_CORES)
 
 
 if __name__ == "__main__":

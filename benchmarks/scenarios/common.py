@@ -28,10 +28,6 @@ def lora_config(backend: Backend, ctx: Context, **kwargs: Any) -> Any:
     return backend.lora_config(**(settings | kwargs))
 
 
-def ia3_config(backend: Backend) -> Any:
-    return backend.ia3_config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"])
-
-
 def wrap(backend: Backend, model: nn.Module, config: Any, adapter_name: str = "default") -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fan_in_fan_out notices on GPT-2

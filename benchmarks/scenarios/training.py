@@ -1,4 +1,4 @@
-"""Training: the LoRA step against its floor, the IA3 step, and peak memory while training."""
+"""Training: the LoRA step against its floor (with and without dropout), and peak memory while training."""
 
 from __future__ import annotations
 
@@ -8,32 +8,30 @@ import torch
 
 from benchmarks.backends import BACKENDS, load_backend
 from benchmarks.context import Context, Result, measure, peak_rss_mb
-from benchmarks.scenarios.common import batch, build, frozen_floor, ia3_config, lora_config, training_step, wrap
+from benchmarks.scenarios.common import batch, build, frozen_floor, lora_config, training_step, wrap
+
+DROPOUT = 0.1
 
 
-def _train(ctx: Context, model_name: str, method: str) -> Result:
+def _train(ctx: Context, model_name: str) -> Result:
     ids = batch(build(model_name, ctx), ctx)
     variants = {"floor": training_step(frozen_floor(build(model_name, ctx)), ids)}
     for name in BACKENDS:
         backend = load_backend(name)
-        config = lora_config(backend, ctx) if method == "lora" else ia3_config(backend)
-        variants[name] = training_step(wrap(backend, build(model_name, ctx), config), ids)
+        variants[name] = training_step(wrap(backend, build(model_name, ctx), lora_config(backend, ctx)), ids)
+        dropout = lora_config(backend, ctx, lora_dropout=DROPOUT)
+        variants[f"{name}_dropout"] = training_step(wrap(backend, build(model_name, ctx), dropout), ids)
     return measure(variants, ctx, warmup=1, runs=7)
 
 
 def train_llama(ctx: Context) -> Result:
-    """LoRA training step on llama-tiny (8 x 128 tokens) vs the frozen-base floor."""
-    return _train(ctx, "llama", "lora")
+    """LoRA training step on llama-tiny (8 x 128 tokens) vs the frozen-base floor; and with lora_dropout 0.1."""
+    return _train(ctx, "llama")
 
 
 def train_gpt2(ctx: Context) -> Result:
-    """LoRA training step on GPT-2 (Conv1D layers), 8 x 128 tokens."""
-    return _train(ctx, "gpt2", "lora")
-
-
-def ia3_step(ctx: Context) -> Result:
-    """IA3 training step on llama-tiny (k, v, down; down scales its input)."""
-    return _train(ctx, "llama", "ia3")
+    """LoRA training step on GPT-2 (Conv1D layers), 8 x 128 tokens; and with lora_dropout 0.1."""
+    return _train(ctx, "gpt2")
 
 
 RSS_VARIANTS = ("floor", *BACKENDS)

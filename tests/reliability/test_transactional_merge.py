@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+import peft_lora.layer
 from peft_core import MergeError, PeftModel, get_peft_model
 from peft_core.contract import AdapterLayer
 from peft_ia3 import IA3Config, IA3Layer
@@ -62,13 +63,35 @@ def test_a_failure_at_layer_k_rolls_back_every_layer_bit_for_bit(
     assert not any(layer.merged for layer in layers)
 
 
-def test_a_failing_merge_and_unload_leaves_the_peft_model_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
-    # merge_and_unload keeps no undo data (it is never unmerged): the layers written before the
-    # failure are taken back out, which restores their weights within one rounding step.
+def _fail_once(calls: int, method: Callable[..., object]) -> Callable[..., object]:
+    """``method``, raising at its ``calls + 1``-th call only (a transient failure, as an out-of-memory)."""
+    count = [0]
+
+    def failing(*args: object) -> object:
+        count[0] += 1
+        if count[0] == calls + 1:
+            raise RuntimeError("injected failure")
+        return method(*args)
+
+    return failing
+
+
+# merge_and_unload keeps no undo data (it is never unmerged): each layer adds its update in
+# place (merge_in_place); on a failure the layers (and blocks of rows) written are taken back
+# out, which restores their weights within one rounding step.
+@pytest.mark.parametrize("where", ["merge_in_place", "inside_merge_in_place"])
+def test_a_failing_merge_and_unload_leaves_the_peft_model_as_it_was(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = _llama_bf16(LoraConfig(target_modules="all-linear"))
-    monkeypatch.setattr(_layers(model)[-1], "merged_weights", _fail)
+    layer = _layers(model)[-1]
+    if where == "merge_in_place":
+        monkeypatch.setattr(layer, "merge_in_place", _fail)
+    else:  # part-way through the last layer: two blocks of its rows are already written
+        monkeypatch.setattr(peft_lora.layer, "MERGE_BLOCK_VALUES", layer.base_layer.weight.shape[1])
+        monkeypatch.setattr(layer, "delta_rows", _fail_once(2, layer.delta_rows))
     before = Snapshot.of(model, IDS)
-    with pytest.raises(MergeError, match="rolled back"):
+    with pytest.raises(MergeError, match="rolled back.*injected failure"):
         model.merge_and_unload()
     after = Snapshot.of(model, IDS)
     assert after.types == before.types and after.grads == before.grads and after.state.keys() == before.state.keys()
@@ -81,11 +104,23 @@ def test_a_failing_merge_and_unload_leaves_the_peft_model_as_it_was(monkeypatch:
 
 def test_a_failing_merge_and_unload_before_any_write_leaves_every_bit(monkeypatch: pytest.MonkeyPatch) -> None:
     model = _llama_bf16(LoraConfig(target_modules="all-linear"))
-    monkeypatch.setattr(_layers(model)[0], "merged_weights", _fail)
+    monkeypatch.setattr(_layers(model)[0], "merge_in_place", _fail)
     before = Snapshot.of(model, IDS)
     with pytest.raises(MergeError, match="rolled back"):
         model.merge_and_unload()
     before.assert_same(Snapshot.of(model, IDS))
+
+
+def test_merge_and_unload_writes_the_bits_of_merge_adapter() -> None:
+    # In place and by blocks of rows, the same fp32 sum rounded once as the reversible merge.
+    model = _llama_bf16(LoraConfig(target_modules="all-linear"))
+    merged = copy.deepcopy(model)
+    merged.merge_adapter()
+    state = merged.get_base_model().state_dict()
+    expected = {n.replace(".base_layer", ""): p for n, p in state.items() if ".lora_" not in n}
+    unloaded = model.merge_and_unload().state_dict()
+    assert unloaded.keys() == expected.keys()
+    assert all(torch.equal(value, expected[key]) for key, value in unloaded.items())
 
 
 @pytest.mark.incumbent

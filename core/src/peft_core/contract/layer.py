@@ -144,6 +144,20 @@ class AdapterLayer(nn.Module):
         weight = self.base_layer.get_parameter("weight")
         return {"weight": add_deltas(weight, [self.delta_weight(n) for n in adapter_names], -1.0)}
 
+    def merge_in_place(self, adapter_names: Sequence[str]) -> Any:
+        """Write these adapters into the base parameters for an unload, which is never undone.
+
+        Returns the ``state`` that ``unmerged_weights`` needs to take them out again (the
+        engine's rollback when a later layer fails, within one rounding step). If it raises,
+        this layer's parameters must be as before (within one rounding step). Default: copy
+        ``merged_weights`` in. A layer may write in place instead (no weight-sized copy).
+        """
+        merge = self.merged_weights(adapter_names)
+        with torch.no_grad():
+            for name, value in merge.weights.items():
+                self.base_layer.get_parameter(name).copy_(value)
+        return merge.state
+
     def check_merge(self, adapter_names: Sequence[str], reversible: bool = True) -> None:
         """Raise ``MergeError`` if this layer must refuse the merge; changes nothing.
 

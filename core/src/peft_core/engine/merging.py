@@ -1,9 +1,10 @@
 """Merging adapters into the base weights: all layers or none.
 
 ``merge`` is reversible: ``unmerge`` restores the base weights bit for bit (see
-``exact_merge``). ``unload(merge=True)`` is not, and needs no undo data: it computes each
-layer's merged weights and swaps them in, checking everything it can first; a failure
-part-way takes the written layers back out (within one rounding step) and raises.
+``exact_merge``). ``unload(merge=True)`` is not, and needs no undo data: each layer writes
+its merged weights in (``AdapterLayer.merge_in_place``: LoRA adds its update in place, in
+blocks of rows), after everything was checked; a failure part-way takes the written layers
+back out (within one rounding step) and raises.
 """
 
 from __future__ import annotations
@@ -158,11 +159,8 @@ def _merge_for_unload(model: nn.Module, adapter_names: Sequence[str] | None, saf
             wanted = _to_merge(layer, names)
             if not wanted:
                 continue
-            merged = layer.merged_weights(wanted)
-            with torch.no_grad():
-                for name, value in merged.weights.items():
-                    layer.base_layer.get_parameter(name).copy_(value)
-            written.append((layer, wanted, merged.state))
+            state = layer.merge_in_place(wanted)
+            written.append((layer, wanted, state))
     except Exception as exc:
         for layer, wanted, state in reversed(written):
             with torch.no_grad():

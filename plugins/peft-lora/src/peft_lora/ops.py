@@ -13,14 +13,21 @@ import torch
 from torch import Tensor, nn
 
 from peft_core.contract import compiling, records_grad
+from peft_lora.dropout import input_dropout
 
 
 def adapter_input(x: Tensor, dtype: torch.dtype, dropout: nn.Module) -> Tensor:
-    """``x`` in the adapter's dtype, through the adapter's dropout (skipped when p = 0)."""
+    """``x`` in the adapter's dtype, through the adapter's dropout (skipped when p = 0).
+
+    An ``nn.Dropout`` keeps its meaning (``p``, ``train()``/``eval()``) and runs as
+    ``input_dropout``: the same mask semantics, a cheaper mask on the CPU.
+    """
     if x.dtype != dtype:
         x = x.to(dtype)
     if isinstance(dropout, nn.Identity):
         return x
+    if type(dropout) is nn.Dropout:
+        return input_dropout(x, dropout.p, dropout.training)
     dropped: Tensor = dropout(x)
     return dropped
 

@@ -33,3 +33,39 @@ def test_layer_status_names_of_injected_adapters_are_relative_to_the_module() ->
     ours = peft_core.inject_adapter_in_model(LoraConfig(target_modules=["lin0"]), MLP())
     assert [s.name for s in peft_core.get_layer_status(ours)] == [s.name for s in peft.get_layer_status(theirs)]
     assert [s.name for s in peft_core.get_layer_status(ours)] == ["lin0"]
+
+
+def test_get_peft_model_state_dict_takes_a_full_state_dict_by_keyword() -> None:
+    theirs, ours = _pair(target_modules=["q_proj"], init_lora_weights=False)
+    full = {k: v.clone() + 1 for k, v in ours.state_dict().items()}  # as a trainer would gather it
+    picked = peft_core.get_peft_model_state_dict(ours, state_dict=full, unwrap_compiled=True)
+    reference = peft.get_peft_model_state_dict(theirs, state_dict=theirs.state_dict(), unwrap_compiled=True)
+    assert sorted(picked) == sorted(reference)
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    live = peft_core.get_peft_model_state_dict(ours)[key]
+    assert torch.equal(picked[key], live + 1)
+
+
+def test_set_peft_model_state_dict_takes_the_incumbents_keywords() -> None:
+    theirs, _ = _pair(target_modules=["q_proj"], init_lora_weights=False)
+    saved = peft.get_peft_model_state_dict(theirs)
+    fresh = peft_core.get_peft_model(tiny_llama(), LoraConfig(target_modules=["q_proj"]))
+    report = peft_core.set_peft_model_state_dict(fresh, saved, low_cpu_mem_usage=True, ignore_mismatched_sizes=False)
+    assert report.unexpected_keys == [] and report.missing_keys == []
+    torch.testing.assert_close(fresh(token_ids()).logits, theirs(token_ids()).logits, atol=1e-5, rtol=0)
+
+
+def test_ignore_mismatched_sizes_leaves_tensors_of_another_shape_out_with_a_warning() -> None:
+    theirs = peft.get_peft_model(tiny_llama(), peft.LoraConfig(target_modules=["q_proj", "v_proj"], r=4))
+    saved = peft.get_peft_model_state_dict(theirs)
+    saved = {k: (torch.ones(8, 32) if k.endswith("0.self_attn.q_proj.lora_A.weight") else v) for k, v in saved.items()}
+    ours = peft_core.get_peft_model(tiny_llama(), LoraConfig(target_modules=["q_proj", "v_proj"], r=4))
+    with pytest.raises(peft_core.AdapterLoadError, match="rank 8 in checkpoint vs 4"):
+        peft_core.set_peft_model_state_dict(ours, saved)
+    before = ours.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"].weight.clone()
+    with pytest.warns(UserWarning, match="ignore_mismatched_sizes: not loaded"):
+        peft_core.set_peft_model_state_dict(ours, saved, ignore_mismatched_sizes=True)
+    after = ours.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"].weight
+    assert torch.equal(after, before)  # left as it was
+    v_key = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"
+    assert torch.equal(peft_core.get_peft_model_state_dict(ours)[v_key], saved[v_key])  # the rest was loaded

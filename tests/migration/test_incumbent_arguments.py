@@ -6,6 +6,8 @@ compares what comes back.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import peft
 import pytest
 import torch
@@ -69,3 +71,23 @@ def test_ignore_mismatched_sizes_leaves_tensors_of_another_shape_out_with_a_warn
     assert torch.equal(after, before)  # left as it was
     v_key = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"
     assert torch.equal(peft_core.get_peft_model_state_dict(ours)[v_key], saved[v_key])  # the rest was loaded
+
+
+def test_set_base_model_state_dict_returns_missing_and_unexpected_keys_as_the_incumbent() -> None:
+    theirs, ours = _pair(target_modules="all-linear")
+    state = peft_core.get_base_model_state_dict(ours)
+    state.pop("lm_head.weight")
+    state["extra.weight"] = torch.zeros(1)
+    outcome = peft_core.set_base_model_state_dict(ours, state, strict=False)
+    reference = peft.set_base_model_state_dict(theirs, state, strict=False)
+    assert outcome.missing_keys == list(reference.missing_keys) == ["lm_head.weight"]
+    assert outcome.unexpected_keys == list(reference.unexpected_keys) == ["extra.weight"]
+
+
+def test_hotswap_adapter_takes_torch_device(tmp_path: Path) -> None:
+    folder = tmp_path / "other"
+    trained = peft.get_peft_model(tiny_llama(), peft.LoraConfig(target_modules=["q_proj"], init_lora_weights=False))
+    trained.save_pretrained(folder)
+    ours = peft_core.get_peft_model(tiny_llama(), LoraConfig(target_modules=["q_proj"]))
+    peft_core.hotswap_adapter(ours, folder, adapter_name="default", torch_device="cpu")
+    torch.testing.assert_close(ours(token_ids()).logits, trained(token_ids()).logits, atol=1e-5, rtol=0)

@@ -91,3 +91,13 @@ def test_hotswap_adapter_takes_torch_device(tmp_path: Path) -> None:
     ours = peft_core.get_peft_model(tiny_llama(), LoraConfig(target_modules=["q_proj"]))
     peft_core.hotswap_adapter(ours, folder, adapter_name="default", torch_device="cpu")
     torch.testing.assert_close(ours(token_ids()).logits, trained(token_ids()).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("call", ["set_adapter", "delete_adapter"])
+def test_an_unknown_adapter_name_is_a_value_error_as_in_the_incumbent(call: str) -> None:
+    theirs, ours = _pair(target_modules=["q_proj"])
+    with pytest.raises(ValueError):
+        getattr(theirs, call)("unknown-adapter")
+    with pytest.raises(peft_core.AdapterNotFoundError, match="unknown adapters? .*unknown-adapter.*'default'"):
+        getattr(ours, call)("unknown-adapter")
+    assert issubclass(peft_core.AdapterNotFoundError, ValueError)

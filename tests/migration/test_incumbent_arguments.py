@@ -96,7 +96,7 @@ def test_hotswap_adapter_takes_torch_device(tmp_path: Path) -> None:
 @pytest.mark.parametrize("call", ["set_adapter", "delete_adapter"])
 def test_an_unknown_adapter_name_is_a_value_error_as_in_the_incumbent(call: str) -> None:
     theirs, ours = _pair(target_modules=["q_proj"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown-adapter"):
         getattr(theirs, call)("unknown-adapter")
     with pytest.raises(peft_core.AdapterNotFoundError, match="unknown adapters? .*unknown-adapter.*'default'"):
         getattr(ours, call)("unknown-adapter")

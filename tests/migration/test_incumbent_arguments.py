@@ -101,3 +101,9 @@ def test_an_unknown_adapter_name_is_a_value_error_as_in_the_incumbent(call: str)
     with pytest.raises(peft_core.AdapterNotFoundError, match="unknown adapters? .*unknown-adapter.*'default'"):
         getattr(ours, call)("unknown-adapter")
     assert issubclass(peft_core.AdapterNotFoundError, ValueError)
+
+
+def test_an_unknown_name_in_adapter_names_is_a_value_error_as_in_the_incumbent() -> None:
+    _, ours = _pair(target_modules=["q_proj"])
+    with pytest.raises(ValueError, match=r"unknown adapters \['does-not-exist'\]"):
+        ours(token_ids(), adapter_names=["default", "does-not-exist"])

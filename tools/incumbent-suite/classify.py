@@ -43,15 +43,41 @@ RULES: list[tuple[str, str, str]] = [
     ("d", "LoRA variants (aLoRA, Arrow, MonteCLoRA, KaSA...)", r"alora|arrow|monteclora|kasa|velora|bdlora"),
     ("d", "layer_replication", r"layer_replication"),
     ("d", "runtime_config / ephemeral GPU offload", r"runtime_config|ephemeral"),
-    ("d", "Conv3d / Conv1d / ConvTranspose LoRA", r"Conv3d|Conv1d|ConvTranspose|conv1d|conv3d"),
     # (b) private internals of the incumbent
     ("b", "unmapped private name (UnmappedName)", r"UnmappedName|has no peft-core equivalent"),
     ("b", "private layer attribute", r"has no attribute '(_|" + _LAYER_ATTRIBUTES + ")"),
-    ("b", "PeftType enum", r"PeftType|\.value"),
-    # (c) deliberate refusals or differences
+    ("b", "the tuner's parameter prefix (model.prefix)", r"has no attribute 'prefix'"),
+    (
+        "b",
+        "a layer's own methods (set_adapter, enable_adapters, get_base_layer...)",
+        r"has no attribute '(set_adapter|enable_adapters|get_base_layer|adapter_layer_names|model)'",
+    ),
+    ("b", "layer attributes in_features/out_features", r"test_in_features_out_features_exposed"),
+    ("b", "item assignment into an unmapped private table", r"_UnmappedMeta"),
+    # (f) LoRA features no work in progress adds (as far as this run knows)
+    ("f", "LoRA on Conv1d / Conv3d / ConvTranspose", r"Conv3d|Conv1d|ConvTranspose|conv1d|conv3d|cannot adapt 'conv"),
+    ("f", "ensure_weight_tying", r"ensure_weight_tying"),
+    # (c) deliberate refusals or differences (docs/migrating.md)
     ("c", "safe_serialization=False refused (no pickle)", r"safe_serialization=False|adapter_model\.bin"),
     ("c", "mixed adapters (PeftMixedModel) refused", r"mixed=True|PeftMixedModel"),
     ("c", "strict loading", r"AdapterLoadError|does not fit"),
+    (
+        "c",
+        "merged adapters: delete/disable refused until unmerged",
+        r"MergeError: adapter.* is merged|adapters are merged",
+    ),
+    ("c", "peft_type is a string, not the PeftType enum", r"'str' object has no attribute 'value'|PeftType"),
+    ("c", "configs are pydantic models (dataclasses.replace)", r"replace\(\) should be called on dataclass"),
+    ("c", "an unknown non-off config key is refused", r"unknown key 'foobar'"),
+    ("c", "IA3 feedforward_modules checked on matched modules", r"feedforward"),
+    ("c", "two adapters with their own modules_to_save copy active", r"own copy of a module in modules_to_save"),
+    (
+        "c",
+        "no hub: push_to_hub, model card base_model",
+        r"test_attributes_parametrized|test_save_pretrained\b|push_to_hub",
+    ),
+    ("c", "set_adapter leaves trainability alone", r"to require gradients"),
+    ("c", "our error messages (a match= on the incumbent's text)", r"Regex pattern did not match|does not exist"),
 ]
 
 

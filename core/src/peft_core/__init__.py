@@ -22,6 +22,7 @@ from peft_core.contract.rows import BASE_ADAPTER
 from peft_core.engine import ModulesToSaveWrapper, adapter_rows, hotswap_adapter_from_state_dict, prepare_for_hotswap
 from peft_core.errors import (
     AdapterLoadError,
+    AdapterNotFoundError,
     AdapterSaveError,
     ConfigError,
     MergeError,
@@ -44,6 +45,7 @@ __all__ = [
     "BASE_ADAPTER",
     "DEFAULT_ADAPTER",
     "AdapterLoadError",
+    "AdapterNotFoundError",
     "AdapterSaveError",
     "ConfigError",
     "MergeError",

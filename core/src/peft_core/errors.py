@@ -19,6 +19,10 @@ class TargetNotFoundError(PeftError, ValueError):
     """A module name or pattern in a config matched no module of the model."""
 
 
+class AdapterNotFoundError(PeftError, ValueError):
+    """An adapter name the model does not hold (``ValueError``, as Hugging Face PEFT raises)."""
+
+
 class PluginError(PeftError):
     """A plugin failed to load, broke the hook contract, or is unknown."""
 

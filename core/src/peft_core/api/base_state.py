@@ -10,6 +10,7 @@ of the base model.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +18,13 @@ from torch import Tensor, nn
 from peft_core.contract.layer import AdapterLayer
 from peft_core.engine import view_of
 from peft_core.errors import AdapterLoadError
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``set_base_model_state_dict`` did not match (the shape of torch's ``load_state_dict`` result)."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 def _base_tensors(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
@@ -39,10 +47,14 @@ def get_base_model_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return dict(_base_tensors(view_of(model).model))
 
 
-def set_base_model_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], strict: bool = True) -> None:
+def set_base_model_state_dict(
+    model: nn.Module, state_dict: Mapping[str, Tensor], strict: bool = True
+) -> IncompatibleKeys:
     """Copy base-model tensors keyed as the model without adapters into ``model``; adapters are untouched.
 
     With ``strict``, missing or unexpected keys raise ``AdapterLoadError`` before anything is copied.
+    Returns ``(missing_keys, unexpected_keys)``, as ``nn.Module.load_state_dict`` and Hugging Face
+    PEFT do.
     """
     live = get_base_model_state_dict(model)
     missing, unexpected = sorted(set(live) - set(state_dict)), sorted(set(state_dict) - set(live))
@@ -56,3 +68,4 @@ def set_base_model_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]
         for key, value in state_dict.items():
             if key in live:
                 live[key].copy_(value)
+    return IncompatibleKeys(missing, unexpected)

@@ -69,12 +69,18 @@ def inject_adapter_in_model(
     return model
 
 
-def hotswap_adapter(model: nn.Module, adapter_dir: str | os.PathLike[str], adapter_name: str = DEFAULT_ADAPTER) -> None:
+def hotswap_adapter(
+    model: nn.Module,
+    adapter_dir: str | os.PathLike[str],
+    adapter_name: str = DEFAULT_ADAPTER,
+    torch_device: str | None = None,
+) -> None:
     """Replace adapter ``adapter_name``'s weights with those saved in ``adapter_dir``.
 
     ``model`` is a ``PeftModel`` or a module with injected adapters. Everything is checked
     before anything is copied: a checkpoint that does not fit raises ``AdapterLoadError``
-    and leaves the model as it was.
+    and leaves the model as it was. ``torch_device`` (Hugging Face PEFT's argument) is
+    accepted: the new weights are copied into the adapter's tensors, on their device.
     """
     config, tensors = read_adapter(adapter_dir)
     hotswap_adapter_from_state_dict(model, tensors, config, adapter_name)

@@ -17,7 +17,7 @@ from peft_core.api.status import TunerLayerStatus, TunerModelStatus, get_layer_s
 from peft_core.contract.config import PeftConfig
 from peft_core.contract.layer import adapter_layers
 from peft_core.engine import ModulesToSaveWrapper, TunedModel, adapter_rows, add_weighted_adapter, refuse_adapted
-from peft_core.errors import PeftError
+from peft_core.errors import AdapterNotFoundError, PeftError
 from peft_core.io.loading import DEFAULT_ADAPTER
 
 
@@ -174,7 +174,7 @@ class PeftModel(Checkpointing, ActivationCheckpointing, nn.Module):
         names = {adapter_names} if isinstance(adapter_names, str) else set(adapter_names)
         unknown = sorted(names - set(self.peft_config))
         if unknown:
-            raise PeftError(f"unknown adapters {unknown}; this model has {list(self.peft_config)}")
+            raise AdapterNotFoundError(f"unknown adapters {unknown}; this model has {list(self.peft_config)}")
         for name in names:
             for _, layer in adapter_layers(self.get_base_model()):
                 for param in layer.adapter_parameters(name):

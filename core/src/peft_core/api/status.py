@@ -12,7 +12,7 @@ from typing import Literal
 from torch import nn
 
 from peft_core.contract.layer import AdapterLayer, adapter_layers
-from peft_core.engine import view_of
+from peft_core.engine import unwrap_model, view_of
 
 Irregular = Literal["irregular"]
 
@@ -65,11 +65,15 @@ def get_layer_status(model: nn.Module) -> list[TunerLayerStatus]:
     """The status of every adapter layer of a ``PeftModel`` (or a module with injected adapters);
     names are paths in ``PeftModel.base_model`` (``model.layers.0.q_proj`` is ``model.model.layers...``)."""
     status = []
-    for path, layer in adapter_layers(view_of(model).model):
+    view = view_of(model)
+    # Hugging Face PEFT names layers from the PeftModel's base_model (``model.<path>``) and
+    # from the module itself for injected adapters; so do we.
+    prefix = "" if view.model is unwrap_model(model) else "model."
+    for path, layer in adapter_layers(view.model):
         names = layer.adapter_names
         status.append(
             TunerLayerStatus(
-                name=f"model.{path}",  # relative to PeftModel.base_model, as the incumbent names them
+                name=prefix + path,
                 module_type=f"{type(layer).__module__.split('.')[0]}.{type(layer).__name__}",
                 enabled=not layer.disabled,
                 active_adapters=list(layer.active_adapters),

@@ -10,7 +10,7 @@ from torch import nn
 
 from peft_core.contract.layer import adapter_layers
 from peft_core.contract.rows import BASE_ADAPTER, RowRouting
-from peft_core.errors import PeftError
+from peft_core.errors import AdapterNotFoundError, PeftError
 
 
 @contextmanager
@@ -24,7 +24,9 @@ def adapter_rows(model: nn.Module, adapter_names: Sequence[str]) -> Iterator[Non
     known = {name for layer in layers for name in layer.adapter_configs}
     unknown = sorted(set(adapter_names) - known - {BASE_ADAPTER})
     if unknown:
-        raise PeftError(f"adapter_names has unknown adapters {unknown}; known: {sorted(known)} and {BASE_ADAPTER!r}")
+        raise AdapterNotFoundError(
+            f"adapter_names has unknown adapters {unknown}; known: {sorted(known)} and {BASE_ADAPTER!r}"
+        )
     unsupported = sorted({type(layer).__name__ for layer in layers if not type(layer).capabilities.per_row})
     if unsupported:
         raise PeftError(

@@ -20,7 +20,7 @@ from peft_core.contract.tuner import BaseTuner
 from peft_core.engine import merging, state
 from peft_core.engine.injection import inject
 from peft_core.engine.partitioning import refuse_ungathered
-from peft_core.errors import MergeError, PeftError
+from peft_core.errors import AdapterNotFoundError, MergeError, PeftError
 from peft_core.registry import registry
 
 MODEL_HOOKS = ("prepare_inputs", "prepare_generation_inputs", "adapter_loss", "on_step_end")
@@ -127,7 +127,7 @@ class TunedModel(nn.Module):
         names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
         unknown = [n for n in names if n not in self.peft_config]
         if unknown:
-            raise PeftError(f"unknown adapters {unknown}; this model has {list(self.peft_config)}")
+            raise AdapterNotFoundError(f"unknown adapters {unknown}; this model has {list(self.peft_config)}")
         if len(names) > 1 and not self.tuner.targets_modules:
             raise PeftError(f"{self.tuner.name} uses one adapter at a time; got {names}")
         state.set_active_adapters(self.model, names)
@@ -142,7 +142,7 @@ class TunedModel(nn.Module):
     def delete_adapter(self, adapter_name: str) -> None:
         """Remove an adapter; if it was the only active one, the first remaining becomes active."""
         if adapter_name not in self.peft_config:
-            raise PeftError(f"unknown adapter {adapter_name!r}; this model has {list(self.peft_config)}")
+            raise AdapterNotFoundError(f"unknown adapter {adapter_name!r}; this model has {list(self.peft_config)}")
         active = [n for n in self._active if n != adapter_name]
         state.delete_adapter(self.model, adapter_name)
         self.remove_adapter_module(adapter_name)

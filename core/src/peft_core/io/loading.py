@@ -35,12 +35,27 @@ def adapter_tensors(model: nn.Module, adapter_name: str = DEFAULT_ADAPTER) -> di
         raise AdapterLoadError(str(exc)) from None
 
 
-def get_peft_model_state_dict(model: nn.Module, adapter_name: str = DEFAULT_ADAPTER) -> dict[str, Tensor]:
+def get_peft_model_state_dict(
+    model: nn.Module,
+    adapter_name: str = DEFAULT_ADAPTER,
+    *,
+    state_dict: Mapping[str, Tensor] | None = None,
+    unwrap_compiled: bool = False,
+) -> dict[str, Tensor]:
     """The adapter's tensors as saved (detached, not copied), without the adapter name in the keys.
 
     For a ``PeftModel`` the keys are the checkpoint's (``base_model.model.<path>...``); for a
     plain module with injected adapters they are relative to it, as Hugging Face PEFT gives them.
+    Hugging Face PEFT's keywords: ``state_dict`` (a full ``model.state_dict()``, e.g. gathered
+    by a trainer) to take the tensors from; ``unwrap_compiled`` is accepted (``torch.compile``
+    wrappers are always looked through). Its second positional argument is ``state_dict``,
+    here ``adapter_name``: pass both by keyword.
     """
+    if state_dict is not None:
+        tensors = select_adapter_state_dict(model, state_dict, adapter_name)
+        if _is_plain(model):
+            return {key.removeprefix(MODEL_PREFIX): tensor for key, tensor in tensors.items()}
+        return tensors
     try:
         tensors = view_of(model).tensors_to_save(adapter_name)
     except AdapterSaveError:
@@ -201,7 +216,13 @@ def raise_or_warn(report: LoadReport, adapter_name: str, strict: bool) -> None:
 
 
 def set_peft_model_state_dict(
-    model: nn.Module, state_dict: Mapping[str, Tensor], adapter_name: str = DEFAULT_ADAPTER, strict: bool = True
+    model: nn.Module,
+    state_dict: Mapping[str, Tensor],
+    adapter_name: str = DEFAULT_ADAPTER,
+    strict: bool = True,
+    *,
+    ignore_mismatched_sizes: bool = False,
+    low_cpu_mem_usage: bool = False,
 ) -> LoadReport:
     """Copy a checkpoint's tensors into adapter ``adapter_name`` of ``model``.
 
@@ -209,9 +230,19 @@ def set_peft_model_state_dict(
     ``AdapterLoadError`` listing it, and the model is not touched. Without ``strict``,
     missing and unexpected keys are a warning instead and the rest is loaded.
     Floating-point tensors are cast to the adapter's dtype. Returns the report
-    (``missing_keys``/``unexpected_keys``).
+    (``missing_keys``/``unexpected_keys``). Hugging Face PEFT's keywords:
+    ``ignore_mismatched_sizes=True`` leaves tensors whose shape differs out, with a warning
+    naming them; ``low_cpu_mem_usage`` is accepted (an adapter injected with it holds
+    uninitialised tensors on the model's device, which this fills).
     """
     report = check_state_dict(model, state_dict, adapter_name)
+    if ignore_mismatched_sizes and report.mismatched:
+        skipped = [m for m in report.mismatched if "shape differs" in m or m.split(": ")[1].startswith("rank ")]
+        if skipped:
+            warnings.warn(f"ignore_mismatched_sizes: not loaded (shapes differ): {skipped}", UserWarning, stacklevel=2)
+            report.mismatched = [m for m in report.mismatched if m not in skipped]
+            skipped_keys = {m.split(": ")[0] for m in skipped}
+            state_dict = {k: v for k, v in as_checkpoint_keys(model, state_dict).items() if k not in skipped_keys}
     raise_or_warn(report, adapter_name, strict)
     load_checked_state_dict(model, state_dict, adapter_name, report)
     return report

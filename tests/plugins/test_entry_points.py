@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from packaging.requirements import Requirement
 
 from peft_core.registry import ENTRY_POINT_GROUP, STRICT_ENV, PluginRegistry
 
@@ -33,6 +34,18 @@ def _declared(group: str) -> list[tuple[str, EntryPoint]]:
 
 PLUGINS = _declared(ENTRY_POINT_GROUP)
 SCRIPTS = _declared("console_scripts")
+
+
+def _requires(dist: str) -> set[str]:
+    """The repository's plugin distributions that ``dist`` depends on, directly or not (a variant's base)."""
+    found: set[str] = set()
+    for project in PROJECTS:
+        meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+        if meta["name"] == dist:
+            names = {Requirement(r).name for r in meta.get("dependencies", [])} & {d for d, _ in PLUGINS}
+            for name in names:
+                found |= {name} | _requires(name)
+    return found
 
 
 @dataclass
@@ -67,14 +80,19 @@ def test_each_declared_plugin_loads_and_meets_the_contract(
     dist: str, entry_point: EntryPoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(STRICT_ENV, "1")  # any breach of the contract raises
-    monkeypatch.setattr("peft_core.registry.manager.entry_points", lambda group: [Declared(entry_point, Dist(dist))])
+    # With the plugins it extends (a variant implements hooks its base plugin declares).
+    bases = [Declared(ep, Dist(d)) for d, ep in PLUGINS if d in _requires(dist)]
+    monkeypatch.setattr(
+        "peft_core.registry.manager.entry_points", lambda group: [*bases, Declared(entry_point, Dist(dist))]
+    )
     registry = PluginRegistry()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        (info,) = registry.plugins()
+        (info,) = [p for p in registry.plugins() if p.distribution == dist]
     assert not info.broken and not info.disabled
     plugin = entry_point.load()
-    assert info.tuners or hasattr(plugin, "peft_adapter_layer"), f"{dist} provides no tuner and no layer hook"
+    hooks = {c.name for c in registry.plugin_manager.get_hookcallers(plugin) or []}
+    assert info.tuners or hooks - {"peft_add_hookspecs", "peft_cli_commands"}, f"{dist} provides no tuner and no hook"
     for name in info.tuners:
         assert registry.get_tuner(name).name == name
 

@@ -78,6 +78,19 @@ RATIOS: list[Ratio] = [
     Ratio("peak RSS training, ours / HF", "peak_memory", "ours_peak_rss_mb", "hf_peak_rss_mb", "<= 1.0", at_most(1.0)),
     Ratio("RSS added by training, ours / HF", "peak_memory", "ours_training_rss_mb", "hf_training_rss_mb"),
     Ratio("IA3 training step, ours / HF", "ia3_step", "ours", "hf"),  # the issue sets no IA3 target
+    Ratio("DoRA training step, ours / HF (llama-tiny)", "dora_train", "ours", "hf", "<= 0.85", at_most(0.85)),
+    Ratio("DoRA training step, ours / floor (llama-tiny)", "dora_train", "ours", "floor"),
+    Ratio("DoRA training step, HF / floor (llama-tiny)", "dora_train", "hf", "floor"),
+    Ratio(
+        "DoRA unmerged forward, ours / HF (llama-tiny)",
+        "dora_forward",
+        "ours_unmerged",
+        "hf_unmerged",
+        "< 1.0",
+        at_most(0.99),
+    ),
+    Ratio("DoRA unmerged forward / base (llama-tiny)", "dora_forward", "ours_unmerged", "base"),
+    Ratio("HF DoRA unmerged forward / base (llama-tiny)", "dora_forward", "hf_unmerged", "base"),
     Ratio("IA3 training step, ours / floor", "ia3_step", "ours", "floor"),
 ]
 

@@ -50,6 +50,10 @@ class DoraLinear(DoraLayer, Linear):
         weight = self._weight()
         return flat_x @ weight if self.fan_in_fan_out else F.linear(flat_x, weight)
 
+    def dense_product(self, flat_x: Tensor) -> Tensor:
+        """``W x`` with the float weight (``dense_weight``): the product the dropout path uses."""
+        return self.without_bias(flat_x)
+
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         if self.row_routing is not None and not self.disabled:
             return self._forward_rows(x)
@@ -76,7 +80,7 @@ class DoraLinear(DoraLayer, Linear):
             # As Hugging Face PEFT: the DoRA terms see the dropped input, the output so far is kept:
             # result + (f - 1) W x~ + f s B A x~.
             dropped = dropout(flat_x.to(lora_a.dtype))
-            plain = self.without_bias(dropped.to(flat_x.dtype)).to(lora_a.dtype)
+            plain = self.dense_product(dropped.to(flat_x.dtype)).to(lora_a.dtype)
             adapted = torch.addmm(plain, F.linear(dropped, lora_a), lora_b.t(), alpha=float(scaling))
             result = torch.addcmul(result - plain, adapted, factor)
             return result if bias is None else result + bias.to(result.dtype)

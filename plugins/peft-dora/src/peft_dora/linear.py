@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from peft_core.contract import Capabilities, records_grad
+from peft_core.contract import Capabilities, compiling, records_grad
 from peft_dora.dora import DoraLayer
+from peft_dora.fold import FoldedDora, worth_folding
 from peft_lora import Linear
 from peft_lora.ops import add_low_rank
 
@@ -60,6 +61,8 @@ class DoraLinear(DoraLayer, Linear):
         if not self.use_adapters:
             return self.base_layer(x, *args, **kwargs)  # type: ignore[no-any-return]
         flat_x = x.reshape(-1, x.shape[-1])
+        if self._folds(flat_x):
+            return self._folded(flat_x).view(*x.shape[:-1], self.out_features)
         result = self.without_bias(flat_x)
         out_dtype = result.dtype
         bias = bias_of(self.base_layer)
@@ -67,6 +70,40 @@ class DoraLinear(DoraLayer, Linear):
         for position, name in enumerate(names):
             result = self._add_adapter(result, flat_x, name, bias if position == len(names) - 1 else None)
         return result.to(out_dtype).view(*x.shape[:-1], result.shape[-1])
+
+    #: Whether ``_folded`` may replace the base layer's product (not for quantized bases, whose
+    #: kernel computes something else than the dequantized weight's product).
+    folds_into_weight: ClassVar[bool] = True
+
+    def _folds(self, flat_x: Tensor) -> bool:
+        """Whether this call takes the folded path (``peft_dora.fold``): training (the norm is
+        computed every call then; inference reuses a cached one), one active adapter, float
+        weights of one dtype, no dropout at work, enough tokens; measured on the CPU, where
+        also the check that no magnitude is zero (the backward divides by it) costs nothing."""
+        if not self.folds_into_weight or len(self.active_adapters) != 1 or flat_x.device.type != "cpu" or compiling():
+            return False
+        name = self.active_adapters[0]
+        weight, (lora_a, lora_b) = self._weight(), self.lora_factors(name)
+        magnitude = self.lora_magnitude_vector[name]
+        return (
+            records_grad(lora_a, lora_b, magnitude)
+            and isinstance(self.scaling[name], float)
+            and (not self.training or isinstance(self.lora_dropout[name], nn.Identity))
+            and flat_x.dtype == weight.dtype == lora_a.dtype == magnitude.dtype
+            and not weight.requires_grad
+            and worth_folding(flat_x.shape[0], self.in_features, self.out_features)
+            and bool((magnitude != 0).all())
+        )
+
+    def _folded(self, flat_x: Tensor) -> Tensor:
+        name = self.active_adapters[0]
+        lora_a, lora_b = self.lora_factors(name)
+        magnitude = self.lora_magnitude_vector[name].reshape(-1)
+        rows = self.weight_rows(self._weight())
+        scaling = float(self.scaling[name])
+        folded = FoldedDora.apply(flat_x, rows, lora_a, lora_b, magnitude, bias_of(self.base_layer), scaling)  # type: ignore[no-untyped-call]
+        output: Tensor = folded[0]
+        return output
 
     def _add_adapter(self, result: Tensor, flat_x: Tensor, name: str, bias: Tensor | None) -> Tensor:
         """``f * (result + s B A x)`` (``+ bias`` if given), ``result`` being the output so far without bias."""

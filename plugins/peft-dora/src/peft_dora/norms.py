@@ -12,7 +12,7 @@ once (``W A^T``, ``out * K * r`` multiply-adds) and otherwise works on ``r``-wid
 matrices: no ``out x K`` temporary. The result is the same norm up to fp32 rounding
 (relative 1e-7 unless ``W_o`` and ``-s (B A)_o`` nearly cancel, which a trained adapter
 does not do). Norms are always computed without gradients (DoRA treats the norm as a
-constant, section 4.3 of the paper) and in fp32.
+constant, section 4.3 of the paper) and in fp32 (fp64 for an fp64 weight).
 """
 
 from __future__ import annotations
@@ -26,10 +26,14 @@ from peft_core.contract import compiling
 
 
 def squared_row_norms(rows: Tensor) -> Tensor:
-    """``||W_o||^2`` for each row of ``rows`` (out, K), fp32 (no fp32 copy of a half weight)."""
+    """``||W_o||^2`` for each row of ``rows`` (out, K), fp32 or fp64 (no fp32 copy of a half weight)."""
     with torch.no_grad():
-        norms: Tensor = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32)
+        norms: Tensor = torch.linalg.vector_norm(rows, dim=1, dtype=_accumulation(rows))
         return norms.square()
+
+
+def _accumulation(tensor: Tensor) -> torch.dtype:
+    return torch.promote_types(tensor.dtype, torch.float32)  # fp64 stays fp64
 
 
 def row_norms(rows: Tensor, a: Tensor, b: Tensor, scaling: float | Tensor, rows_squared: Tensor) -> Tensor:
@@ -39,9 +43,10 @@ def row_norms(rows: Tensor, a: Tensor, b: Tensor, scaling: float | Tensor, rows_
     (out, r); ``rows_squared`` is ``squared_row_norms(rows)``.
     """
     with torch.no_grad():
-        a32, b32 = a.float(), b.float()
+        accumulate = _accumulation(rows)
+        a32, b32 = a.to(accumulate), b.to(accumulate)
         # W A^T in W's dtype (a half weight is not copied to fp32), accumulated in fp32 by matmul.
-        projected = (rows @ a.to(rows.dtype).T).float()  # (out, r)
+        projected = (rows @ a.to(rows.dtype).T).to(accumulate)  # (out, r)
         cross = (projected * b32).sum(1)
         gram = a32 @ a32.T  # (r, r)
         low_rank = ((b32 @ gram) * b32).sum(1)
@@ -50,9 +55,10 @@ def row_norms(rows: Tensor, a: Tensor, b: Tensor, scaling: float | Tensor, rows_
 
 
 def direct_row_norms(rows: Tensor, a: Tensor, b: Tensor, scaling: float | Tensor) -> Tensor:
-    """The same norms from the dense ``rows + scaling * b @ a`` (fp32): for initialisation and merges."""
+    """The same norms from the dense ``rows + scaling * b @ a`` (fp32 or fp64): for initialisation and merges."""
     with torch.no_grad():
-        dense = rows.float() + (b.float() @ a.float()) * scaling
+        accumulate = _accumulation(rows)
+        dense = rows.to(accumulate) + (b.to(accumulate) @ a.to(accumulate)) * scaling
         norms: Tensor = torch.linalg.vector_norm(dense, dim=1)
         return norms
 

@@ -30,4 +30,5 @@ SCENARIOS: dict[str, Scenario] = {
     "ia3_step": Scenario(training.ia3_step),
     "dora_train": Scenario(variants.dora_train),
     "dora_forward": Scenario(variants.dora_forward),
+    "qlora_train": Scenario(variants.qlora_train),
 }

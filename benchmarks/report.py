@@ -91,6 +91,9 @@ RATIOS: list[Ratio] = [
     ),
     Ratio("DoRA unmerged forward / base (llama-tiny)", "dora_forward", "ours_unmerged", "base"),
     Ratio("HF DoRA unmerged forward / base (llama-tiny)", "dora_forward", "hf_unmerged", "base"),
+    Ratio("QLoRA NF4 training step, ours / HF (llama-tiny)", "qlora_train", "ours", "hf"),
+    Ratio("QLoRA NF4 training step, ours / floor (llama-tiny)", "qlora_train", "ours", "floor"),
+    Ratio("QLoRA NF4 training step, HF / floor (llama-tiny)", "qlora_train", "hf", "floor"),
     Ratio("IA3 training step, ours / floor", "ia3_step", "ours", "floor"),
 ]
 

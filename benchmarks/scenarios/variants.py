@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
+import warnings
+
+import torch
+from torch import nn
+
 from benchmarks.backends import BACKENDS, load_backend
 from benchmarks.context import Context, Result, measure
 from benchmarks.scenarios.common import batch, build, frozen_floor, inference, lora_config, training_step, wrap
@@ -28,3 +34,33 @@ def dora_forward(ctx: Context) -> Result:
         config = lora_config(backend, ctx, use_dora=True, init_lora_weights=False)  # a non-zero update
         variants[f"{name}_unmerged"] = inference(wrap(backend, build("llama", ctx), config), ids)
     return measure(variants, ctx, warmup=2, runs=15)
+
+
+def _nf4(ctx: Context, folder: str) -> nn.Module:
+    """llama-tiny loaded from ``folder`` with its linear layers in 4-bit NF4 (double quantization)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if ctx.device.type == "cuda" else torch.float32,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model: nn.Module = AutoModelForCausalLM.from_pretrained(
+            folder, quantization_config=quantization, device_map=str(ctx.device)
+        )
+    return model
+
+
+def qlora_train(ctx: Context) -> Result:
+    """QLoRA training step: LoRA r=16 on every linear layer of llama-tiny in NF4 (bitsandbytes), vs the floor."""
+    with tempfile.TemporaryDirectory(prefix="peft-bench-nf4-") as folder:
+        build("llama", ctx).save_pretrained(folder)
+        ids = batch(_nf4(ctx, folder), ctx)
+        variants = {"floor": training_step(frozen_floor(_nf4(ctx, folder)), ids)}
+        for name in BACKENDS:
+            backend = load_backend(name)
+            variants[name] = training_step(wrap(backend, _nf4(ctx, folder), lora_config(backend, ctx)), ids)
+        return measure(variants, ctx, warmup=1, runs=7)

@@ -15,6 +15,7 @@ from typing import Any
 
 import bitsandbytes as bnb
 import torch
+from bitsandbytes.functional import QuantState
 from bitsandbytes.nn.modules import Int8Params, Linear4bit, Linear8bitLt, Params4bit
 from torch import Tensor, nn
 
@@ -66,12 +67,24 @@ def _dequantize_4bit(weight: Params4bit) -> Tensor:
     assert state is not None
     data = weight.data
     if getattr(state, "packing_format_for_cpu", False):
-        state = copy.copy(state)
-        state.absmax = state.absmax.T.reshape(-1).float()  # block order, as the layer's kernel reads them
-        state.original_nested = False  # the scales are plain now: do not quantize them again
-        data, state = bnb.functional._convert_weight_packed_for_cpu_inverse(data, state)
+        data, state = _unpacked(data, copy.copy(state))
     dense: Tensor = bnb.functional.dequantize_4bit(data, state)
     return dense
+
+
+def _unpacked(data: Tensor, state: QuantState) -> tuple[Tensor, QuantState]:
+    """The original layout of CPU-packed 4-bit ``data``; ``state`` is changed to match.
+
+    bitsandbytes' own inverse leaves the block scales transposed when a row holds several
+    blocks (its output is then another matrix: 0.16 off on a 128-wide test layer) and
+    re-quantizes them for double quantization (the weight drifts a little with every
+    pack/unpack cycle). Here the scales are put back in block order and kept plain: the
+    bf16-rounded values the packed kernel used, so cycles are exact (at 4 bytes per block of
+    64 weights instead of about 1 with double quantization).
+    """
+    state.absmax = state.absmax.T.reshape(-1).float()
+    state.original_nested = False  # type: ignore[attr-defined]  # set by the packing
+    return bnb.functional._convert_weight_packed_for_cpu_inverse(data, state)
 
 
 def unpack_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -87,16 +100,15 @@ def unpack_for_autograd(module: nn.Module) -> None:
     call (eval mode, input without grad) for a kernel that has no backward: gradients then
     stop at the layer, so after one evaluation every adapter below it silently stops
     learning (Hugging Face PEFT: 8 of 12 LoRA tensors got no gradient in a test). Called
-    before a forward that trains; bitsandbytes' own inverse restores the layout (the block
-    scales stay bf16-rounded), and the next inference call repacks.
+    before a forward that trains (see ``_unpacked``: the block scales stay bf16-rounded, as
+    the packed kernel used them); the next inference call repacks, to the same bytes.
     """
     weight = getattr(module, "weight", None)
     if not isinstance(weight, Params4bit) or weight.quant_state is None:
         return
-    state = weight.quant_state
-    if not getattr(state, "packing_format_for_cpu", False):
+    if not getattr(weight.quant_state, "packing_format_for_cpu", False):
         return
-    weight.data, state = bnb.functional._convert_weight_packed_for_cpu_inverse(weight.data, state)
+    weight.data, state = _unpacked(weight.data, weight.quant_state)
     weight.quant_state = state
     if getattr(weight, "module", None) is not None:
         weight.module.quant_state = state

@@ -229,4 +229,25 @@ DEDICATED_RATIOS: list[Ratio] = [
 ]
 
 
-RATIOS: list[Ratio] = [*LORA_RATIOS, *_lifecycle(), *_methods(), *DEDICATED_RATIOS]
+# DoRA and QLoRA: LoRA variants with scenarios of their own (benchmarks.scenarios.variants).
+VARIANT_RATIOS: list[Ratio] = [
+    Ratio("DoRA training step, ours / HF (llama-tiny)", "dora_train", "ours", "hf", "<= 0.85", at_most(0.85)),
+    Ratio("DoRA training step, ours / floor (llama-tiny)", "dora_train", "ours", "floor"),
+    Ratio("DoRA training step, HF / floor (llama-tiny)", "dora_train", "hf", "floor"),
+    Ratio(
+        "DoRA unmerged forward, ours / HF (llama-tiny)",
+        "dora_forward",
+        "ours_unmerged",
+        "hf_unmerged",
+        "< 1.0",
+        at_most(0.99),
+    ),
+    Ratio("DoRA unmerged forward / base (llama-tiny)", "dora_forward", "ours_unmerged", "base"),
+    Ratio("HF DoRA unmerged forward / base (llama-tiny)", "dora_forward", "hf_unmerged", "base"),
+    Ratio("QLoRA NF4 training step, ours / HF (llama-tiny)", "qlora_train", "ours", "hf"),
+    Ratio("QLoRA NF4 training step, ours / floor (llama-tiny)", "qlora_train", "ours", "floor"),
+    Ratio("QLoRA NF4 training step, HF / floor (llama-tiny)", "qlora_train", "hf", "floor"),
+]
+
+
+RATIOS: list[Ratio] = [*LORA_RATIOS, *_lifecycle(), *_methods(), *DEDICATED_RATIOS, *VARIANT_RATIOS]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from benchmarks.backends import BACKENDS
 from benchmarks.context import Context, Result
-from benchmarks.scenarios import adalora, inference, lifecycle, methods, mixed, structured, training
+from benchmarks.scenarios import adalora, inference, lifecycle, methods, mixed, structured, training, variants
 
 
 @dataclass(frozen=True)
@@ -34,4 +34,7 @@ SCENARIOS: dict[str, Scenario] = {
     "train_structured_llama": Scenario(structured.train_structured_llama),
     "train_structured_conv": Scenario(structured.train_structured_conv),
     "forward_structured": Scenario(structured.forward_structured),
+    "dora_train": Scenario(variants.dora_train),
+    "dora_forward": Scenario(variants.dora_forward),
+    "qlora_train": Scenario(variants.qlora_train),
 }

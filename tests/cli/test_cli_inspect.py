@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from peft_core.cli import main
 from peft_lora import LoraConfig
+from support.environments import ON_DORA, python_in, site_without
 from support.hf_peft import base_model, hf_model, our_model
 
 
@@ -52,12 +53,26 @@ def test_inspect_reads_hf_peft_adapters_with_subfolders_as_json(
     assert report[1]["config"]["modules_to_save"] == ["lm_head"] and report[1]["config"]["r"] == 2
 
 
-def test_inspect_explains_why_an_adapter_cannot_be_loaded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    hf_model(base_model("llama"), peft.LoraConfig(target_modules=["q_proj"], use_dora=True)).save_pretrained(tmp_path)
-    assert main(["inspect", str(tmp_path)]) == 1
-    out = capsys.readouterr().out
+def test_inspect_explains_why_an_adapter_cannot_be_loaded(tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter"
+    hf_model(base_model("llama"), peft.LoraConfig(target_modules=["q_proj"], use_dora=True)).save_pretrained(adapter)
+    site = site_without(tmp_path / "site", ON_DORA)  # a user who has not installed peft-dora
+    result = python_in(site, ["-m", "peft_core.cli", "inspect", str(adapter)], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    out = result.stdout
     assert "cannot be loaded here:" in out and "use_dora=True" in out and "pip install peft-dora" in out
     assert "lora_magnitude_vector" in out  # the tensors are still listed
+
+
+def test_inspect_of_a_dora_adapter_with_peft_dora_installed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hf_model(base_model("llama"), peft.LoraConfig(target_modules=["q_proj"], use_dora=True)).save_pretrained(tmp_path)
+    assert main(["inspect", "--json", str(tmp_path)]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["problem"] is None and report["tuner"].startswith("lora") and report["config"]["use_dora"] is True
+    tensors = load_file(tmp_path / "adapter_model.safetensors")
+    magnitudes = {t["name"]: t["shape"] for t in report["tensors"] if t["name"].endswith("lora_magnitude_vector")}
+    assert magnitudes == {k: list(v.shape) for k, v in tensors.items() if k.endswith("lora_magnitude_vector")}
+    assert len(magnitudes) == 2  # q_proj of both layers
 
 
 def test_inspect_of_a_folder_without_adapter_is_one_clear_error(

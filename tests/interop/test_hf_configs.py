@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from peft_core import AdapterLoadError, PeftModel
 from peft_core.io.checkpoint import config_from_dict
 from peft_ia3 import IA3Config
 from peft_lora import LoraConfig
+from support.environments import ON_DORA, python_in, site_without
 from support.hf_peft import ATOL, base_model, hf_model, inputs_for, outputs
 
 
@@ -239,7 +241,6 @@ def test_keys_of_a_newer_version_switched_off_load_with_one_warning(tmp_path: Pa
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("use_dora", True),
         ("loftq_config", {"loftq_bits": 4, "loftq_iter": 1}),
         ("use_qalora", True),
         ("layer_replication", [[0, 2], [1, 2]]),
@@ -265,10 +266,24 @@ def test_a_feature_we_lack_is_one_clear_error_and_changes_nothing(key: str, valu
     assert torch.equal(outputs(base, x), outputs(before, x))
 
 
-def test_real_hf_dora_adapter_is_refused(tmp_path: Path) -> None:
+def test_without_peft_dora_a_real_hf_dora_adapter_is_one_error_naming_it(tmp_path: Path) -> None:
     _hf_adapter(tmp_path, peft.LoraConfig(target_modules=["q_proj"], use_dora=True))
-    with pytest.raises(AdapterLoadError, match="use_dora=True.*peft-dora plugin.*pip install peft-dora"):
-        PeftModel.from_pretrained(base_model("llama"), tmp_path)
+    site = site_without(tmp_path / "site", ON_DORA)
+    load = (
+        "import peft_core\n"
+        "from support.models import tiny_llama\n"
+        "base = tiny_llama()\n"
+        "try:\n"
+        f"    peft_core.PeftModel.from_pretrained(base, {str(tmp_path)!r})\n"
+        "except peft_core.PeftError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+        "print('wrapped:', sorted({type(m).__module__.split('.')[0] for m in base.modules()}))\n"
+    )
+    result = python_in(site, ["-c", load], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    error, wrapped = result.stdout.splitlines()
+    assert re.fullmatch(r"AdapterLoadError .*use_dora=True.*peft-dora plugin.*pip install peft-dora", error), error
+    assert wrapped == "wrapped: ['torch', 'transformers']"  # the model was not changed
 
 
 def test_settings_of_features_that_are_off_load_with_any_value(tmp_path: Path) -> None:

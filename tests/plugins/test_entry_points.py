@@ -40,12 +40,23 @@ def _declared(group: str) -> list[tuple[str, EntryPoint]]:
 
 PLUGINS = _declared(ENTRY_POINT_GROUP)
 SCRIPTS = _declared("console_scripts")
-# Distribution -> the repository's distributions it depends on (a variant and the plugin it extends).
-DEPENDS = {
+_DIRECT = {
     _meta(p)["name"]: {Requirement(r).name for r in _meta(p).get("dependencies", [])}
     for p in PROJECTS
     if (p / "pyproject.toml").is_file()
 }
+
+
+def _closure(dist: str) -> set[str]:
+    found: set[str] = set()
+    for name in _DIRECT.get(dist, set()):
+        found |= {name} | _closure(name)
+    return found
+
+
+# Distribution -> the repository's distributions it depends on, directly or not (a variant, the
+# plugin it extends, and what that one extends).
+DEPENDS = {dist: _closure(dist) for dist in _DIRECT}
 
 
 @dataclass

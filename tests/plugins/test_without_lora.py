@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from plugin_installs import python
+from support.environments import ON_LORA, python_in, site_without
 
 CHECK = """
 import warnings
@@ -29,23 +28,9 @@ print("ia3 trainable:", model.get_nb_trainable_parameters()[0])
 """
 
 
-def _without_peft_lora(farm: Path) -> Path:
-    """A folder that shows every importable entry of ``sys.path`` except peft-lora's (and
-    plugins built on it): what an environment looks like after ``pip uninstall peft-lora``."""
-    farm.mkdir()
-    for entry in map(Path, sys.path):
-        if not entry.is_dir() or entry == Path.cwd():
-            continue
-        for child in entry.iterdir():
-            if "peft_lora" in child.name.replace("-", "_") or (farm / child.name).exists():
-                continue  # the first entry of sys.path wins, as for imports
-            (farm / child.name).symlink_to(child)
-    return farm
-
-
 def test_without_peft_lora_the_core_runs_and_lora_is_simply_absent(tmp_path: Path) -> None:
-    site = _without_peft_lora(tmp_path / "site")
-    result = python(["-S", "-c", CHECK], site, cwd=tmp_path)  # -S: no site-packages but the folder
+    site = site_without(tmp_path / "site", ON_LORA)  # peft-lora and the plugins built on it
+    result = python_in(site, ["-c", CHECK], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     assert "'lora'" not in lines["plugins"] and "'ia3'" in lines["plugins"]

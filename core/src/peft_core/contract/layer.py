@@ -162,6 +162,8 @@ class AdapterLayer(nn.Module):
         """Raise ``MergeError`` if this layer must refuse the merge; changes nothing.
 
         ``reversible``: an unmerge must be able to undo it (IA3 refuses zero entries then).
+        Also called on layers that do not declare ``mergeable``, before the engine's generic
+        refusal, so such a layer can say why and what to do instead.
         """
 
     # --- hotswap (used where ``capabilities.hotswap``) ---

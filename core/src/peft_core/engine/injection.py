@@ -199,9 +199,10 @@ def _refuse_shared_extra_parameters(model: nn.Module, tuner: BaseTuner, adapter_
 
 
 def _adapter_dtype(layer: AdapterLayer, autocast: bool) -> tuple[torch.device, torch.dtype | None]:
-    base = next((p for p in layer.base_layer.parameters() if p.is_floating_point()), None)
-    if base is None:
-        return torch.device("cpu"), None
+    params = list(layer.base_layer.parameters())
+    base = next((p for p in params if p.is_floating_point()), None)
+    if base is None:  # only packed/integer weights (a quantized layer): stay on their device
+        return (params[0].device if params else torch.device("cpu")), None
     return base.device, torch.float32 if autocast and base.dtype in _HALF else base.dtype
 
 

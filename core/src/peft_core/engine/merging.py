@@ -51,6 +51,7 @@ def check_merge(
                     layer.check_unload_merge()
                 continue
             if not type(layer).capabilities.mergeable:
+                layer.check_merge(wanted, reversible=reversible)  # lets the layer say why, and what to do
                 raise MergeError(f"{type(layer).__name__} does not declare merging (capabilities.mergeable)")
             if layer.shared_weights:
                 _refuse_shared_weights(layer)

@@ -43,7 +43,8 @@ def test_without_peft_bnb_quantized_layers_are_refused_naming_it(tmp_path: Path)
     site = site_without(tmp_path / "site", ["peft_bnb"])
     result = python_in(site, ["-c", CHECK], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+    # Other libraries may log to stdout (DeepSpeed, when installed, names its accelerator).
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("nf4_double ", "int8 "))]
     assert len(lines) == 4, result.stdout
     for line, kind, layer in zip(
         lines, ["nf4_double"] * 2 + ["int8"] * 2, ["Linear4bit"] * 2 + ["Linear8bitLt"] * 2, strict=True

@@ -248,8 +248,8 @@ def test_keys_of_a_newer_version_switched_off_load_with_one_warning(tmp_path: Pa
         ("trainable_token_indices", [1, 2]),
         ("target_parameters", ["mlp.experts.gate_up_proj"]),
         ("eva_config", {"rho": 2.0}),
-        ("init_lora_weights", "pissa"),
-        ("init_lora_weights", "olora"),
+        ("init_lora_weights", "corda"),
+        ("init_lora_weights", "lora_ga"),
         ("quantization_config", {"load_in_4bit": True}),  # unknown to us, with a value
     ],
 )

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from peft_core.contract import PeftConfig, TargetedConfig
+
+_INITIALISATIONS = re.compile(r"gaussian|orthogonal|olora|pissa|pissa_niter_\d+")
+ALLOWED_INITIALISATIONS = (
+    "true, false, 'gaussian', 'orthogonal', 'pissa', 'pissa_niter_[n]' (e.g. 'pissa_niter_4'), 'olora'"
+)
+# Hugging Face PEFT initialisations that need calibration data or a quantizer.
+_NEEDS_DATA = frozenset({"eva", "corda", "loftq", "lora_ga", "mica"})
 
 
 class LoraConfig(TargetedConfig):
@@ -60,9 +68,13 @@ class LoraConfig(TargetedConfig):
         default=False, description="Base weight is stored (in, out), as in GPT-2's Conv1D (set automatically)."
     )
     use_rslora: bool = Field(default=False, description="Scale by alpha / sqrt(r) (rank-stabilised LoRA).")
-    init_lora_weights: bool | Literal["gaussian"] = Field(
+    init_lora_weights: bool | str = Field(
         default=True,
-        description="True: A Kaiming-uniform, B zero; 'gaussian': A normal(1/r), B zero; False: both random.",
+        description=(
+            "True: A Kaiming-uniform, B zero; 'gaussian': A normal(1/r), B zero; False: both random; "
+            "'orthogonal': orthogonal halves (even r); 'pissa', 'pissa_niter_[n]', 'olora': split off from the "
+            "base weight, which keeps the rest"
+        ),
     )
     use_dora: bool = Field(
         default=False, description="Weight-decomposed LoRA (DoRA): a learned magnitude per output row (peft-dora)."
@@ -77,14 +89,25 @@ class LoraConfig(TargetedConfig):
     @field_validator("init_lora_weights", mode="before")
     @classmethod
     def _known_initialisation(cls, value: Any) -> Any:
-        if isinstance(value, str) and value != "gaussian":
-            # pissa, olora, corda, loftq... also rewrite the base weights: loading such an
-            # adapter onto the original base model would silently compute something else.
-            raise ValueError(
-                f"init_lora_weights={value!r} is an initialisation peft-lora does not support "
-                "(supported: true, false, 'gaussian')"
-            )
-        return value
+        if isinstance(value, bool) or (isinstance(value, str) and _INITIALISATIONS.fullmatch(value)):
+            return value
+        needs = (
+            " (it needs data or a quantizer, which peft-lora does not implement)"
+            if isinstance(value, str) and value in _NEEDS_DATA
+            else ""
+        )
+        raise ValueError(f"unknown initialisation{needs}; allowed: {ALLOWED_INITIALISATIONS}")
+
+    @model_validator(mode="after")
+    def _even_ranks_for_orthogonal(self) -> LoraConfig:
+        if self.init_lora_weights == "orthogonal":
+            odd = {key: r for key, r in {"r": self.r, **self.rank_pattern}.items() if r % 2}
+            if odd:
+                raise ValueError(
+                    f"init_lora_weights='orthogonal' splits each rank in two halves, but these ranks are odd: {odd}; "
+                    "use even ranks (r, rank_pattern) or another init_lora_weights"
+                )
+        return self
 
     @field_validator("rank_pattern")
     @classmethod

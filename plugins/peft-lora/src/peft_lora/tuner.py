@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -17,13 +18,16 @@ from peft_core.contract import (
     describe_unmatched,
     is_conv1d,
     matching_entry,
+    weights_will_be_loaded,
     with_fan_in_fan_out,
 )
 from peft_lora.config import LoraConfig
 from peft_lora.conv import Conv, is_supported_conv
 from peft_lora.defaults import DEFAULT_TARGET_MODULES
 from peft_lora.embedding import Embedding
+from peft_lora.initial_conversion import check_initial_config, relative_to_initial
 from peft_lora.layer import Linear, LoraLayer
+from peft_lora.residual_init import check_targets, pissa_iterations
 from peft_lora.variant import LoraVariant
 from peft_lora.weighted import weighted_adapter
 
@@ -50,7 +54,21 @@ class LoraTuner(BaseTuner):
             missing = [key for key in keys if not any(matching_entry(path, [key]) for path in targets)]
             if missing:
                 raise TargetNotFoundError(describe_unmatched(field, missing, targets))
-        return with_fan_in_fan_out(model, config, targets)
+        prepared = with_fan_in_fan_out(model, config, targets)
+        assert isinstance(prepared, LoraConfig)
+        resolved = {path: self.resolve_config(prepared, path) for path in targets}
+        check_targets(model, {path: c for path, c in resolved.items() if isinstance(c, LoraConfig)})
+        init = prepared.init_lora_weights
+        if weights_will_be_loaded() and isinstance(init, str) and pissa_iterations(init) is not None:
+            warnings.warn(
+                f"this adapter was trained with init_lora_weights={init!r}: loading splits the base weights again "
+                "with a randomized SVD, so the base differs from the one it was trained on (in Hugging Face PEFT "
+                "too) and outputs differ from the trained model's. Save such adapters with save_pretrained(..., "
+                "path_initial_model_for_weight_conversion=...) (a plain LoRA), or train with 'pissa'",
+                UserWarning,
+                stacklevel=2,
+            )
+        return prepared
 
     def variant(self, config: LoraConfig) -> LoraVariant | None:
         """The plugin variant for ``config``'s flags; None for plain LoRA; an error if none is installed."""
@@ -102,6 +120,18 @@ class LoraTuner(BaseTuner):
     ) -> tuple[PeftConfig, dict[str, Tensor]]:
         """``linear``, ``cat`` (exact) or ``svd`` (``svd_rank=``): see ``peft_lora.weighted``."""
         return weighted_adapter(model, adapters, weights, combination_type, **options)
+
+    def relative_to_initial(
+        self,
+        model: AdaptedModel,
+        adapter_name: str,
+        tensors: Mapping[str, Tensor],
+        initial_config: PeftConfig,
+        initial_tensors: Mapping[str, Tensor],
+    ) -> tuple[PeftConfig, dict[str, Tensor]]:
+        """PiSSA/OLoRA as a plain LoRA of twice the rank on the original base: see ``peft_lora.initial_conversion``."""
+        check_initial_config(initial_config)
+        return relative_to_initial(model, adapter_name, tensors, initial_tensors)
 
     def extra_trainable_parameters(self, model: nn.Module, config: PeftConfig) -> dict[str, nn.Parameter]:
         assert isinstance(config, LoraConfig)

@@ -201,6 +201,7 @@ class PeftModel(ActivationCheckpointing, nn.Module):
         selected_adapters: Sequence[str] | None = None,
         state_dict: Mapping[str, Tensor] | None = None,
         is_main_process: bool = True,
+        path_initial_model_for_weight_conversion: str | os.PathLike[str] | None = None,
         **_: Any,
     ) -> None:
         """Write each adapter (default: all) in the Hugging Face PEFT layout, atomically.
@@ -208,7 +209,11 @@ class PeftModel(ActivationCheckpointing, nn.Module):
         As in Hugging Face PEFT (and as its Trainer calls it): ``state_dict`` is a full
         model state dict gathered by the caller (named as ``self.state_dict()`` names it)
         to take the adapter tensors from; ``is_main_process=False`` writes nothing.
-        Sharded models: see ``peft_core.integrations.distributed.save_pretrained``.
+        ``path_initial_model_for_weight_conversion``: the adapter as saved before training,
+        for initialisations that rewrote the base weights (LoRA's PiSSA/OLoRA); the
+        adapter is then written as a change of the original base model (the tuner's
+        ``relative_to_initial``). Sharded models: see
+        ``peft_core.integrations.distributed.save_pretrained``.
         """
         names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
         unknown = [n for n in names if n not in self.peft_config]
@@ -221,7 +226,13 @@ class PeftModel(ActivationCheckpointing, nn.Module):
                 tensors = self.base_model.tensors_to_save(name)
             else:
                 tensors = select_adapter_state_dict(self, state_dict, name)
-            write_adapter(adapter_subdir(save_directory, name), self.peft_config[name], tensors)
+            config = self.peft_config[name]
+            if path_initial_model_for_weight_conversion is not None:
+                initial_config, initial_tensors = read_adapter(path_initial_model_for_weight_conversion)
+                config, tensors = self.base_model.tuner.relative_to_initial(
+                    self.base_model, name, tensors, initial_config, initial_tensors
+                )
+            write_adapter(adapter_subdir(save_directory, name), config, tensors)
 
     @classmethod
     def from_pretrained(

@@ -198,6 +198,27 @@ class BaseTuner:
         """
         return {key: tensor.detach() for key, tensor in self.adapter_state_dict(model, adapter_name).items()}
 
+    def relative_to_initial(
+        self,
+        model: AdaptedModel,
+        adapter_name: str,
+        tensors: Mapping[str, Tensor],
+        initial_config: PeftConfig,
+        initial_tensors: Mapping[str, Tensor],
+    ) -> tuple[PeftConfig, dict[str, Tensor]]:
+        """The adapter as a change of the model it started from, for initialisations that rewrote base weights.
+
+        ``save_pretrained(dir, path_initial_model_for_weight_conversion=initial)`` writes
+        what this returns: ``tensors`` (as ``tensors_to_save`` gave them) and the adapter
+        saved in ``initial`` before training (read for you) become an adapter that loads
+        onto the original base model (LoRA's PiSSA/OLoRA: ``W_res + s B A - W = s (B A -
+        B0 A0)``). Default: refused.
+        """
+        raise PeftError(
+            f"{self.name} adapters have no weight conversion relative to an initial adapter "
+            "(path_initial_model_for_weight_conversion); save without it"
+        )
+
     # --- combining ---
 
     def weighted_adapter(

@@ -156,7 +156,8 @@ def test_targets_an_init_cannot_split_are_refused_before_anything_changes(
 ) -> None:
     model = build()
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(ConfigError, match=message), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        get_peft_model(model, config)
+        with pytest.raises(ConfigError, match=message):
+            get_peft_model(model, config)
     assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -115,10 +116,21 @@ class LoraTuner(BaseTuner):
         model: AdaptedModel,
         adapters: Sequence[str],
         weights: Sequence[float],
-        combination_type: str,
+        combination_type: str | None,
         **options: Any,
     ) -> tuple[PeftConfig, dict[str, Tensor]]:
-        """``linear``, ``cat`` (exact) or ``svd`` (``svd_rank=``): see ``peft_lora.weighted``."""
+        """``svd`` (default), ``cat``, ``linear``, TIES, DARE, magnitude pruning: see ``peft_lora.weighted``."""
+        known = set(inspect.signature(weighted_adapter).parameters) - {
+            "model",
+            "adapters",
+            "weights",
+            "combination_type",
+        }
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                f"add_weighted_adapter got unknown options {unknown} for LoRA; its options: {sorted(known)}"
+            )
         return weighted_adapter(model, adapters, weights, combination_type, **options)
 
     def relative_to_initial(

@@ -226,11 +226,12 @@ class BaseTuner:
         model: AdaptedModel,
         adapters: Sequence[str],
         weights: Sequence[float],
-        combination_type: str,
+        combination_type: str | None,
         **options: Any,
     ) -> tuple[PeftConfig, dict[str, Tensor]]:
         """A new adapter combining ``adapters`` with ``weights``: its config and its tensors
         under their checkpoint keys (as ``adapter_state_dict`` names them).
+        ``combination_type`` None means the method's default.
 
         Only math: the engine checks that every layer involved declares ``weighted``, then
         adds the adapter from the config and copies the tensors in (all or nothing).

@@ -79,6 +79,14 @@ RATIOS: list[Ratio] = [
     Ratio("RSS added by training, ours / HF", "peak_memory", "ours_training_rss_mb", "hf_training_rss_mb"),
     Ratio("IA3 training step, ours / HF", "ia3_step", "ours", "hf"),  # the issue sets no IA3 target
     Ratio("IA3 training step, ours / floor", "ia3_step", "ours", "floor"),
+    Ratio(
+        "injection, 0.9B Llama, incumbent's random stream / fast_init", "inject_init_large", "ours", "ours_fast_init"
+    ),
+    Ratio("injection, 0.9B Llama, incumbent's random stream, ours / HF", "inject_init_large", "ours", "hf"),
+    Ratio("injection, 0.9B Llama, fast_init, ours / HF", "inject_init_large", "ours_fast_init", "hf"),
+    Ratio("PiSSA init (full SVD), ours / HF (llama-tiny)", "pissa_init", "ours_pissa", "hf_pissa"),
+    Ratio("PiSSA init (pissa_niter_4), ours / HF (llama-tiny)", "pissa_init", "ours_pissa_niter_4", "hf_pissa_niter_4"),
+    Ratio("OLoRA init, ours / HF (llama-tiny)", "pissa_init", "ours_olora", "hf_olora"),
 ]
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks.context import Context, Result
-from benchmarks.scenarios import inference, initialisation, lifecycle, mixed, training
+from benchmarks.scenarios import conversion, inference, initialisation, lifecycle, mixed, training
 
 
 @dataclass(frozen=True)
@@ -30,4 +30,5 @@ SCENARIOS: dict[str, Scenario] = {
     "ia3_step": Scenario(training.ia3_step),
     "inject_init_large": Scenario(initialisation.inject_init_large),
     "pissa_init": Scenario(initialisation.pissa_init),
+    "convert_to_lora": Scenario(conversion.convert_to_lora),
 }

@@ -87,6 +87,7 @@ RATIOS: list[Ratio] = [
     Ratio("PiSSA init (full SVD), ours / HF (llama-tiny)", "pissa_init", "ours_pissa", "hf_pissa"),
     Ratio("PiSSA init (pissa_niter_4), ours / HF (llama-tiny)", "pissa_init", "ours_pissa_niter_4", "hf_pissa_niter_4"),
     Ratio("OLoRA init, ours / HF (llama-tiny)", "pissa_init", "ours_olora", "hf_olora"),
+    Ratio("conversion to LoRA rank 8, ours / HF (llama-tiny, r=16 all linear)", "convert_to_lora", "ours", "hf"),
 ]
 
 

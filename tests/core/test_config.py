@@ -81,8 +81,8 @@ def test_hugging_face_keys_for_missing_features_load_when_off() -> None:
 
 
 def test_a_feature_we_lack_is_a_clear_error() -> None:
-    data = LoraConfig(target_modules=["q"]).to_json_dict() | {"lora_bias": True}
-    with pytest.raises(ConfigError, match="lora_bias=True asks for a feature"):
+    data = LoraConfig(target_modules=["q"]).to_json_dict() | {"use_qalora": True}
+    with pytest.raises(ConfigError, match="use_qalora=True asks for a feature"):
         LoraConfig.from_json_dict(data)
 
 

@@ -155,15 +155,21 @@ def test_a_non_additive_layer_converts_from_its_merged_weights_not_an_inherited_
     torch.testing.assert_close(b @ a, expected, atol=1e-6, rtol=0)
 
 
-def test_ia3_converts_where_it_changes_weights_only() -> None:
+def test_ia3_converts_with_the_bias_update_in_lora_bias(tmp_path: Path) -> None:
     model = get_peft_model(tiny_llama(), IA3Config(target_modules=["down_proj"], feedforward_modules=["down_proj"]))
     add_noise(model)
     conversion = lora_conversion(model, rank=32)  # full rank: the input scaling is exact
-    assert conversion.max_relative_error < 1e-6
-    output_scaled = get_peft_model(MLP(), IA3Config(target_modules=["lin0"]))  # scales lin0's bias too
+    assert conversion.max_relative_error < 1e-6 and not conversion.config.lora_bias
+    base = MLP()
+    output_scaled = get_peft_model(copy.deepcopy(base), IA3Config(target_modules=["lin0", "lin1"]))  # scales biases
     add_noise(output_scaled)
-    with pytest.raises(PeftError, match="changes the base layer's 'bias'"):
-        lora_conversion(output_scaled, rank=4)
+    converted = save_as_lora(tmp_path, output_scaled, rank=16)
+    assert converted.config.lora_bias and converted.max_relative_error < 1e-6
+    x = token_ids(batch=2, length=6, vocab=20)
+    with torch.no_grad():
+        expected = output_scaled(x)
+        for library in ("ours", "hf"):
+            torch.testing.assert_close(_loaded(base, tmp_path, library)(x), expected, atol=1e-5, rtol=0)
 
 
 def test_bad_requests_are_clear_errors() -> None:

@@ -34,7 +34,6 @@ class LoraConfig(TargetedConfig):
         "kasa_config": None,
         "layer_replication": None,
         "loftq_config": {},
-        "lora_bias": False,
         "lora_ga_config": None,
         "megatron_config": None,
         "megatron_core": "megatron.core",
@@ -50,7 +49,7 @@ class LoraConfig(TargetedConfig):
     # (written by PEFT 0.12-0.13: how to run, not what the adapter computes).
     #: Flags that LoRA variants implement (through the ``peft_lora_variant`` hook), and the
     #: distribution that provides each: set without it installed, the flag is one clear error.
-    variant_flags: ClassVar[Mapping[str, str]] = {"use_dora": "peft-dora"}
+    variant_flags: ClassVar[Mapping[str, str]] = {"use_dora": "peft-dora", "lora_bias": "peft-lora"}
     inert_keys: ClassVar[frozenset[str]] = PeftConfig.inert_keys | {
         "megatron_core",
         "qalora_group_size",
@@ -79,6 +78,10 @@ class LoraConfig(TargetedConfig):
     use_dora: bool = Field(
         default=False, description="Weight-decomposed LoRA (DoRA): a learned magnitude per output row (peft-dora)."
     )
+    lora_bias: bool = Field(
+        default=False,
+        description="B gets a trained bias: h = W x + b + s (B A x + b_B); Linear and conv targets only",
+    )
     rank_pattern: dict[str, int] = Field(
         default_factory=dict, description="Per-module rank: module name (suffix) or regex -> r."
     )
@@ -97,6 +100,17 @@ class LoraConfig(TargetedConfig):
             else ""
         )
         raise ValueError(f"unknown initialisation{needs}; allowed: {ALLOWED_INITIALISATIONS}")
+
+    @model_validator(mode="after")
+    def _lora_bias_combinations(self) -> LoraConfig:
+        if self.lora_bias and self.init_lora_weights not in (True, False):
+            raise ValueError(
+                f"lora_bias=True needs init_lora_weights True or False (as in Hugging Face PEFT), got "
+                f"{self.init_lora_weights!r}; set lora_bias=False or change init_lora_weights"
+            )
+        if self.lora_bias and self.use_dora:
+            raise ValueError("lora_bias=True cannot be combined with use_dora=True (as in Hugging Face PEFT); drop one")
+        return self
 
     @model_validator(mode="after")
     def _even_ranks_for_orthogonal(self) -> LoraConfig:

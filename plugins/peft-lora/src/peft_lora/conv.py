@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from peft_core.contract import ConfigError, weights_will_be_loaded
 from peft_lora.config import LoraConfig
-from peft_lora.initialisation import RANDOM_INITS, factor_device, round_like_base
-from peft_lora.layer import LORA_CAPABILITIES, LoraLayer, _init_linear_pair, weight_of
+from peft_lora.initialisation import RANDOM_INITS, factor_device, init_factors, round_like_base
+from peft_lora.layer import LORA_CAPABILITIES, LoraLayer, weight_of
 
 
 class Conv(LoraLayer):
@@ -40,11 +40,13 @@ class Conv(LoraLayer):
         # Built on the meta device and given memory without PyTorch's init: initialised once, below.
         kernel, stride, padding, dilation = base.kernel_size, base.stride, base.padding, base.dilation
         lora_a = conv(base.in_channels, config.r, kernel, stride, padding, dilation, bias=False, device="meta")  # type: ignore[arg-type]
-        lora_b = conv(config.r, base.out_channels, 1, 1, bias=False, device="meta")
+        lora_b = conv(config.r, base.out_channels, 1, 1, bias=config.lora_bias, device="meta")  # the bias: BiasedConv's
         lora_a, lora_b = lora_a.to_empty(device=device), lora_b.to_empty(device=device)
         if not loading:
-            _init_linear_pair(lora_a, lora_b, config.init_lora_weights, config.r)
-            round_like_base((weight_of(lora_a), weight_of(lora_b)), base.weight.dtype)
+            factors = (weight_of(lora_a), weight_of(lora_b), *([lora_b.bias] if config.lora_bias else []))
+            with torch.no_grad():
+                init_factors(*factors[:2], config.init_lora_weights, config.r, factors[2] if config.lora_bias else None)
+            round_like_base(factors, base.weight.dtype)
         self.lora_A[adapter_name] = lora_a
         self.lora_B[adapter_name] = lora_b
 

@@ -8,7 +8,8 @@ truncated SVD ``M ≈ U_k S_k Vh_k``: ``B = U_k S_k``, ``A = Vh_k`` with scaling
 (``lora_alpha = r``). ``k`` is the chosen rank (at most the matrix's), or the smallest
 ``k`` whose singular values hold the ``energy`` fraction of ``sum S^2``. The relative
 error per layer, ``||M - B A||_F / ||M||_F = sqrt(sum_{i >= k} S_i^2 / sum_i S_i^2)``, is
-reported (Eckart-Young: no rank-k adapter does better).
+reported (Eckart-Young: no rank-k adapter does better). An adapter that also changes
+the base bias (IA3 output scaling, LoRA with ``lora_bias``) converts to ``lora_bias=True``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def lora_conversion(
     ranks: dict[str, int] = {}
     report: list[LayerConversion] = []
     saved: list[str] = []
+    biases: dict[str, Tensor] = {}
     for path, layer in _progress(layers, progressbar):
         prefix = f"{MODEL_PREFIX}{path}." if path else MODEL_PREFIX
         if isinstance(layer, ModulesToSaveWrapper):  # a whole trained copy: carried over as it is
@@ -84,15 +86,25 @@ def lora_conversion(
             tensors.update({prefix + k: t.detach().clone() for k, t in layer.adapter_state_dict(adapter_name).items()})
             continue
         lora = _lora_layer_for(path, layer)
-        matrix = _as_matrix(lora, update_of(path, layer, adapter_name))
-        a, b, error = _truncated(matrix, rank, energy)
+        delta, bias = update_of(path, layer, adapter_name)
+        a, b, error = _truncated(_as_matrix(lora, delta), rank, energy)
         key_a, key_b = lora.factor_keys
         shape_a, shape_b = _factor_shapes(lora, a.shape[0])
         tensors[prefix + key_a] = a.reshape(shape_a).contiguous()
         tensors[prefix + key_b] = b.reshape(shape_b).contiguous()
+        if bias is not None:
+            if isinstance(lora, Embedding):
+                raise PeftError(f"{path!r}: the adapter changes an embedding's bias, which LoRA cannot carry")
+            biases[prefix + "lora_B.bias"] = bias
         ranks[path] = a.shape[0]
         report.append(LayerConversion(path, a.shape[0], error))
-    return Conversion(_config(source, ranks, getattr(source, "modules_to_save", None) or saved), tensors, report)
+    if biases:  # lora_bias: B's bias carries the bias update (scaling 1); zero where a layer has none
+        for path in ranks:
+            key = f"{MODEL_PREFIX}{path}.lora_B.bias"
+            out = tensors[f"{MODEL_PREFIX}{path}.lora_B.weight"].shape[0]
+            tensors[key] = biases.get(key, torch.zeros(out))
+    config = _config(source, ranks, getattr(source, "modules_to_save", None) or saved)
+    return Conversion(config.model_copy(update={"lora_bias": bool(biases)}), tensors, report)
 
 
 def convert_to_lora(
@@ -109,8 +121,9 @@ def convert_to_lora(
     return conversion.config, conversion.tensors
 
 
-def update_of(path: str, layer: AdapterLayer, adapter_name: str) -> Tensor:
-    """The adapter's change of ``base_layer.weight`` (fp32, the weight's shape), read through the contract."""
+def update_of(path: str, layer: AdapterLayer, adapter_name: str) -> tuple[Tensor, Tensor | None]:
+    """The adapter's change of ``base_layer.weight`` (fp32, the weight's shape) and of its bias (None if
+    unchanged), read through the contract."""
     if not type(layer).capabilities.mergeable:
         raise PeftError(
             f"{path!r} is a {type(layer).__name__}, which does not declare mergeable: it gives no update of its "
@@ -119,11 +132,14 @@ def update_of(path: str, layer: AdapterLayer, adapter_name: str) -> Tensor:
     base = layer.base_layer
     weight = base.get_parameter("weight")
     merged = layer.merged_weights([adapter_name])
+    bias_update: Tensor | None = None
     for name, value in merged.weights.items():
-        if name != "weight" and not torch.equal(value, base.get_parameter(name)):
+        if name == "bias" and not torch.equal(value, base.get_parameter(name)):
+            bias_update = value.float() - base.get_parameter(name).float()
+        elif name not in ("weight", "bias") and not torch.equal(value, base.get_parameter(name)):
             raise PeftError(
                 f"{path!r}: the adapter changes the base layer's {name!r}, which a LoRA adapter cannot carry (it "
-                "changes weights only); such adapters cannot be converted"
+                "changes the weight and, with lora_bias, the bias); such adapters cannot be converted"
             )
     accumulate = torch.promote_types(weight.dtype, torch.float32)
     try:
@@ -132,8 +148,8 @@ def update_of(path: str, layer: AdapterLayer, adapter_name: str) -> Tensor:
         delta = None
     # delta_weight is exact where merging adds it: the merge is then W + ΔW rounded once.
     if delta is not None and torch.equal((weight.to(accumulate) + delta).to(weight.dtype), merged.weights["weight"]):
-        return delta.float()
-    return (merged.weights["weight"].to(accumulate) - weight.to(accumulate)).float()
+        return delta.float(), bias_update
+    return (merged.weights["weight"].to(accumulate) - weight.to(accumulate)).float(), bias_update
 
 
 def _source_config(model: nn.Module, adapter_name: str) -> Any:

@@ -72,17 +72,24 @@ def default_draws(*tensors: Tensor) -> None:
         kaiming_uniform_(tensor)
 
 
-def init_factors(a: Tensor, b: Tensor, init: bool | str, r: int) -> None:
+def init_factors(a: Tensor, b: Tensor, init: bool | str, r: int, b_bias: Tensor | None = None) -> None:
     """Fill ``A`` (r, ...) and ``B`` (out, r, ...) in place for a random ``init`` (not PiSSA/OLoRA).
 
     ``True``: A Kaiming-uniform, B zero. ``"gaussian"``: A ~ N(0, 1/r), B zero.
     ``False``: both Kaiming-uniform (a non-trivial adapter). ``"orthogonal"``: see
     ``orthogonal_factors``. On the incumbent's stream the constructors' draws come first.
+    ``b_bias`` (``lora_bias``): PyTorch's default bias init, U(-1/sqrt(r), 1/sqrt(r)),
+    drawn after B's weight; zero unless ``init`` is False.
     """
     if incumbent_stream() or init is False:
         default_draws(a, b)
+        if b_bias is not None:
+            bound = 1 / math.sqrt(b[0].numel())
+            b_bias.uniform_(-bound, bound)
     if init is False:
         return
+    if b_bias is not None:
+        b_bias.zero_()
     if init == "orthogonal":
         new_a, new_b = orthogonal_factors(a.shape[1], b.shape[0], r)
         a.copy_(new_a)

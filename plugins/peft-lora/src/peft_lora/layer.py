@@ -241,8 +241,8 @@ class Factor(nn.Linear):
     the time of injecting an adapter: ~0.5 ms per layer).
     """
 
-    def __init__(self, in_features: int, out_features: int, device: torch.device) -> None:
-        super().__init__(in_features, out_features, bias=False, device=device)
+    def __init__(self, in_features: int, out_features: int, device: torch.device, bias: bool = False) -> None:
+        super().__init__(in_features, out_features, bias=bias, device=device)
 
     def reset_parameters(self) -> None:
         """Nothing at construction; ``default_init`` gives PyTorch's init when wanted."""
@@ -277,14 +277,15 @@ class Linear(LoraLayer):
         loading = weights_will_be_loaded()  # a checkpoint overwrites both factors at once
         device = weight.device if loading else factor_device(weight.device)
         lora_a = Factor(self.in_features, config.r, device)
-        lora_b = Factor(config.r, self.out_features, device)
+        lora_b = Factor(config.r, self.out_features, device, bias=config.lora_bias)  # the bias: BiasedLinear's
         init = config.init_lora_weights
         with torch.no_grad():
             if rewrites_base(init):
                 self._split_base(weight_of(lora_a), weight_of(lora_b), adapter_name, config, loading)
             elif not loading:
-                init_factors(weight_of(lora_a), weight_of(lora_b), init, config.r)
-                round_like_base((weight_of(lora_a), weight_of(lora_b)), weight.dtype)
+                factors = (weight_of(lora_a), weight_of(lora_b), *([lora_b.bias] if config.lora_bias else []))
+                init_factors(*factors[:2], init, config.r, factors[2] if config.lora_bias else None)
+                round_like_base(factors, weight.dtype)
         self.lora_A[adapter_name] = lora_a
         self.lora_B[adapter_name] = lora_b
 

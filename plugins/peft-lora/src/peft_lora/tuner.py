@@ -28,6 +28,7 @@ from peft_lora.defaults import DEFAULT_TARGET_MODULES
 from peft_lora.embedding import Embedding
 from peft_lora.initial_conversion import check_initial_config, relative_to_initial
 from peft_lora.layer import Linear, LoraLayer
+from peft_lora.lora_bias import check_bias_targets
 from peft_lora.residual_init import check_targets, pissa_iterations
 from peft_lora.variant import LoraVariant
 from peft_lora.weighted import weighted_adapter
@@ -58,7 +59,9 @@ class LoraTuner(BaseTuner):
         prepared = with_fan_in_fan_out(model, config, targets)
         assert isinstance(prepared, LoraConfig)
         resolved = {path: self.resolve_config(prepared, path) for path in targets}
-        check_targets(model, {path: c for path, c in resolved.items() if isinstance(c, LoraConfig)})
+        lora_configs = {path: c for path, c in resolved.items() if isinstance(c, LoraConfig)}
+        check_targets(model, lora_configs)
+        check_bias_targets(model, lora_configs)
         init = prepared.init_lora_weights
         if weights_will_be_loaded() and isinstance(init, str) and pissa_iterations(init) is not None:
             warnings.warn(

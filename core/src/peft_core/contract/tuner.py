@@ -107,6 +107,16 @@ class BaseTuner:
         """
         return config
 
+    def extra_targets(self, model: nn.Module, config: PeftConfig) -> list[str]:
+        """Paths of modules to wrap that ``target_modules`` does not name, in wrapping order.
+
+        For methods that select targets another way (LoRA's ``target_parameters``: the
+        modules owning those parameters). They are wrapped after the ``target_modules``
+        targets; with some, an empty ``target_modules`` (or none, where the architecture has
+        no defaults) is allowed. A module selected both ways is an error. Default: none.
+        """
+        return []
+
     def resolve_config(self, config: PeftConfig, module_path: str) -> PeftConfig:
         """The config for one module (e.g. with a per-module rank); default: unchanged."""
         return config

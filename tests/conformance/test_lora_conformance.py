@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conformance_models import OnConvNet, OnGpt2, OnMLP
+from conformance_models import OnConvNet, OnGpt2, OnMixtral, OnMLP
 from peft_core.testing import TunerConformance
 from peft_lora import LoraConfig
 
@@ -45,3 +45,7 @@ class TestLoraBiasOnConvolutions(OnConvNet, TunerConformance):
 
 class TestLoraBiasOnGpt2(OnGpt2, TunerConformance):
     config = LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True, lora_bias=True)
+
+
+class TestLoraOnExpertParameters(OnMixtral, TunerConformance):
+    config = LoraConfig(r=2, target_modules=[], target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])

@@ -39,7 +39,6 @@ class LoraConfig(TargetedConfig):
         "megatron_core": "megatron.core",
         "monteclora_config": None,
         "qalora_group_size": 16,
-        "target_parameters": None,
         "trainable_token_indices": None,
         "use_bdlora": None,
         "use_qalora": False,
@@ -82,6 +81,13 @@ class LoraConfig(TargetedConfig):
         default=False,
         description="B gets a trained bias: h = W x + b + s (B A x + b_B); Linear and conv targets only",
     )
+    target_parameters: list[str] | None = Field(
+        default=None,
+        description=(
+            "Bare parameters that take LoRA directly, by path suffix (e.g. 'experts.gate_up_proj' of MoE experts); "
+            "set target_modules=[] to adapt no module besides"
+        ),
+    )
     rank_pattern: dict[str, int] = Field(
         default_factory=dict, description="Per-module rank: module name (suffix) or regex -> r."
     )
@@ -110,6 +116,34 @@ class LoraConfig(TargetedConfig):
             )
         if self.lora_bias and self.use_dora:
             raise ValueError("lora_bias=True cannot be combined with use_dora=True (as in Hugging Face PEFT); drop one")
+        return self
+
+    @field_validator("target_parameters", mode="before")
+    @classmethod
+    def _parameter_names(cls, value: Any) -> Any:
+        if isinstance(value, set | frozenset | tuple):
+            value = sorted(value)
+        if isinstance(value, list) and not all(isinstance(e, str) and e and not e.endswith(".") for e in value):
+            raise ValueError("give parameter paths such as 'experts.gate_up_proj' (non-empty strings)")
+        return value
+
+    @model_validator(mode="after")
+    def _parameter_targets_combinations(self) -> LoraConfig:
+        if not self.target_parameters:
+            return self
+        clashes = {
+            "lora_dropout": self.lora_dropout != 0,  # the input of a parameter's product is not seen
+            "lora_bias": self.lora_bias,
+            "use_dora": self.use_dora,
+            "init_lora_weights": self.init_lora_weights not in (True, False, "gaussian"),
+        }
+        wrong = [field for field, clash in clashes.items() if clash]
+        if wrong:
+            raise ValueError(
+                f"target_parameters cannot be combined with {', '.join(f'{f}={getattr(self, f)!r}' for f in wrong)} "
+                "(as in Hugging Face PEFT); use lora_dropout=0, lora_bias=False, use_dora=False and "
+                "init_lora_weights True, False or 'gaussian'"
+            )
         return self
 
     @model_validator(mode="after")

@@ -19,6 +19,7 @@ from peft_core.contract import (
     describe_unmatched,
     is_conv1d,
     matching_entry,
+    unmatched_entries,
     weights_will_be_loaded,
     with_fan_in_fan_out,
 )
@@ -29,6 +30,7 @@ from peft_lora.embedding import Embedding
 from peft_lora.initial_conversion import check_initial_config, relative_to_initial
 from peft_lora.layer import Linear, LoraLayer
 from peft_lora.lora_bias import check_bias_targets
+from peft_lora.parameter import ParameterLora, parameters_for
 from peft_lora.residual_init import check_targets, pissa_iterations
 from peft_lora.variant import LoraVariant
 from peft_lora.weighted import weighted_adapter
@@ -88,8 +90,38 @@ class LoraTuner(BaseTuner):
             )
         return found  # type: ignore[no-any-return]
 
+    def extra_targets(self, model: nn.Module, config: PeftConfig) -> list[str]:
+        """The modules owning the ``target_parameters`` (wrapped by ``ParameterLora``), in module order."""
+        assert isinstance(config, LoraConfig)
+        if not config.target_parameters:
+            return []
+        found: list[str] = []
+        matched: set[str] = set()
+        for path, module in model.named_modules():
+            owner = module.base_layer if isinstance(module, ParameterLora) else module
+            if isinstance(module, AdapterLayer) and not isinstance(module, ParameterLora):
+                continue
+            names = parameters_for(path, owner, config.target_parameters)
+            if not names:
+                continue
+            if not path:
+                raise ConfigError(
+                    f"target_parameters: {names} belong to the top-level model, which cannot be wrapped; target "
+                    "parameters of its submodules"
+                )
+            found.append(path)
+            matched.update(f"{path}.{name}" for name in names)
+        missing = unmatched_entries(config.target_parameters, sorted(matched)) if matched else config.target_parameters
+        if missing:
+            names = [f"{p}.{n}" for p, m in model.named_modules() for n, _ in m.named_parameters(recurse=False) if p]
+            raise TargetNotFoundError(describe_unmatched("target_parameters", missing, names))
+        return [path for path in found if not any(path.startswith(other + ".") for other in found)]
+
     def create_layer(self, target: nn.Module, adapter_name: str, config: PeftConfig) -> AdapterLayer | None:
         assert isinstance(config, LoraConfig)
+        owned = [n for n, _ in target.named_parameters(recurse=False) if n in (config.target_parameters or [])]
+        if owned:  # target_parameters, resolved for this module, name parameters it owns
+            return ParameterLora(target)
         variant = self.variant(config)
         if variant is not None:
             return variant.create_layer(target, config)
@@ -105,7 +137,9 @@ class LoraTuner(BaseTuner):
 
     def resolve_config(self, config: PeftConfig, module_path: str) -> PeftConfig:
         assert isinstance(config, LoraConfig)
-        update: dict[str, int | float] = {}
+        update: dict[str, Any] = {}
+        if config.target_parameters:  # narrowed to this module's parameters (none: a target_modules target)
+            update["target_parameters"] = parameters_for(module_path, None, config.target_parameters)
         rank_key = matching_entry(module_path, config.rank_pattern)
         if rank_key is not None:
             update["r"] = config.rank_pattern[rank_key]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conformance_models import OnConvNet, OnGpt2, OnMixtral, OnMLP
+from conformance_models import OnConvNet, OnGpt2, OnLlama, OnMixtral, OnMLP
 from peft_core.testing import TunerConformance
 from peft_lora import LoraConfig
 
@@ -49,3 +49,7 @@ class TestLoraBiasOnGpt2(OnGpt2, TunerConformance):
 
 class TestLoraOnExpertParameters(OnMixtral, TunerConformance):
     config = LoraConfig(r=2, target_modules=[], target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
+
+
+class TestLoraWithTrainableTokens(OnLlama, TunerConformance):
+    config = LoraConfig(r=2, target_modules=["q_proj"], trainable_token_indices=[1, 5, 9])

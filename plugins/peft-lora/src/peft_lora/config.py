@@ -39,7 +39,6 @@ class LoraConfig(TargetedConfig):
         "megatron_core": "megatron.core",
         "monteclora_config": None,
         "qalora_group_size": 16,
-        "trainable_token_indices": None,
         "use_bdlora": None,
         "use_qalora": False,
         "velora_config": None,
@@ -88,6 +87,13 @@ class LoraConfig(TargetedConfig):
             "set target_modules=[] to adapt no module besides"
         ),
     )
+    trainable_token_indices: list[int] | dict[str, list[int]] | None = Field(
+        default=None,
+        description=(
+            "Embedding rows (token ids) trained in full beside the adapter: a list for the input embedding, or "
+            "{layer name: ids}"
+        ),
+    )
     rank_pattern: dict[str, int] = Field(
         default_factory=dict, description="Per-module rank: module name (suffix) or regex -> r."
     )
@@ -125,6 +131,14 @@ class LoraConfig(TargetedConfig):
             value = sorted(value)
         if isinstance(value, list) and not all(isinstance(e, str) and e and not e.endswith(".") for e in value):
             raise ValueError("give parameter paths such as 'experts.gate_up_proj' (non-empty strings)")
+        return value
+
+    @field_validator("trainable_token_indices")
+    @classmethod
+    def _token_ids(cls, value: list[int] | dict[str, list[int]] | None) -> list[int] | dict[str, list[int]] | None:
+        lists = value.values() if isinstance(value, dict) else [value] if value is not None else []
+        if any(not ids or any(i < 0 for i in ids) for ids in lists) or (isinstance(value, dict) and "" in value):
+            raise ValueError("give non-empty lists of token ids >= 0 (by layer name for a dict), e.g. [32000, 32001]")
         return value
 
     @model_validator(mode="after")

@@ -105,7 +105,8 @@ class LoraBiasVariant(LoraVariant):
 def check_bias_targets(model: nn.Module, targets: Mapping[str, LoraConfig]) -> None:
     """Refuse ``lora_bias`` on embeddings before anything changes (the incumbent has no such layer)."""
     for path, config in targets.items():
-        if config.lora_bias and isinstance(base_of(model.get_submodule(path)), nn.Embedding):
+        tokens = config.trainable_token_indices  # a trainable-tokens layer, not LoRA on the embedding
+        if config.lora_bias and not tokens and isinstance(base_of(model.get_submodule(path)), nn.Embedding):
             raise ConfigError(
                 f"lora_bias=True is not supported on Embedding layers such as {path!r} (as in Hugging Face PEFT); "
                 "leave embeddings out of target_modules or set lora_bias=False"

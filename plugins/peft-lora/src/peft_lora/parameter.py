@@ -25,13 +25,17 @@ import torch
 from torch import Tensor, nn
 
 from peft_core.contract import (
+    AdapterLayer,
     Capabilities,
     ConfigError,
     Merge,
     MergeError,
     PeftError,
+    TargetNotFoundError,
     add_deltas,
+    describe_unmatched,
     matches,
+    unmatched_entries,
     weights_will_be_loaded,
 )
 from peft_lora.config import LoraConfig
@@ -171,3 +175,30 @@ class ParameterLora(LoraLayer):
 
     def extra_repr(self) -> str:
         return f"parameters={self.parameter_names}, {super().extra_repr()}"
+
+
+def parameter_targets(model: nn.Module, config: LoraConfig) -> list[str]:
+    """The modules owning ``config.target_parameters``, in module order (every entry must match)."""
+    if not config.target_parameters:
+        return []
+    found: list[str] = []
+    matched: set[str] = set()
+    for path, module in model.named_modules():
+        if isinstance(module, AdapterLayer) and not isinstance(module, ParameterLora):
+            continue
+        owner = module.base_layer if isinstance(module, ParameterLora) else module
+        names = parameters_for(path, owner, config.target_parameters)
+        if not names:
+            continue
+        if not path:
+            raise ConfigError(
+                f"target_parameters: {names} belong to the top-level model, which cannot be wrapped; target "
+                "parameters of its submodules"
+            )
+        found.append(path)
+        matched.update(f"{path}.{name}" for name in names)
+    missing = unmatched_entries(config.target_parameters, sorted(matched)) if matched else config.target_parameters
+    if missing:
+        names = [f"{p}.{n}" for p, m in model.named_modules() for n, _ in m.named_parameters(recurse=False) if p]
+        raise TargetNotFoundError(describe_unmatched("target_parameters", missing, names))
+    return [path for path in found if not any(path.startswith(other + ".") for other in found)]

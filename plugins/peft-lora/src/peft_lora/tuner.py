@@ -19,7 +19,6 @@ from peft_core.contract import (
     describe_unmatched,
     is_conv1d,
     matching_entry,
-    unmatched_entries,
     weights_will_be_loaded,
     with_fan_in_fan_out,
 )
@@ -30,8 +29,10 @@ from peft_lora.embedding import Embedding
 from peft_lora.initial_conversion import check_initial_config, relative_to_initial
 from peft_lora.layer import Linear, LoraLayer
 from peft_lora.lora_bias import check_bias_targets
-from peft_lora.parameter import ParameterLora, parameters_for
+from peft_lora.parameter import ParameterLora, parameter_targets, parameters_for
 from peft_lora.residual_init import check_targets, pissa_iterations
+from peft_lora.token_targets import TokenTarget, token_targets
+from peft_lora.trainable_tokens import TiedTokens, TrainableTokens
 from peft_lora.variant import LoraVariant
 from peft_lora.weighted import weighted_adapter
 
@@ -46,6 +47,13 @@ class LoraTuner(BaseTuner):
     name = "lora"
     config_class = LoraConfig
     default_target_modules = DEFAULT_TARGET_MODULES
+
+    def __init__(self, hooks: Any = None) -> None:
+        super().__init__(hooks)
+        # trainable_token_indices of the adapter being added (extra_targets -> create_layer)
+        self._tokens: dict[str, TokenTarget] = {}
+        self._token_modules: dict[int, str] = {}
+        self._token_layers: dict[str, TrainableTokens] = {}
 
     def check_config(self, config: PeftConfig) -> None:
         assert isinstance(config, LoraConfig)
@@ -91,34 +99,19 @@ class LoraTuner(BaseTuner):
         return found  # type: ignore[no-any-return]
 
     def extra_targets(self, model: nn.Module, config: PeftConfig) -> list[str]:
-        """The modules owning the ``target_parameters`` (wrapped by ``ParameterLora``), in module order."""
+        """The modules owning ``target_parameters`` (``ParameterLora``), then the ``trainable_token_indices``
+        layers (``TrainableTokens``, and ``TiedTokens`` on heads sharing their weight)."""
         assert isinstance(config, LoraConfig)
-        if not config.target_parameters:
-            return []
-        found: list[str] = []
-        matched: set[str] = set()
-        for path, module in model.named_modules():
-            owner = module.base_layer if isinstance(module, ParameterLora) else module
-            if isinstance(module, AdapterLayer) and not isinstance(module, ParameterLora):
-                continue
-            names = parameters_for(path, owner, config.target_parameters)
-            if not names:
-                continue
-            if not path:
-                raise ConfigError(
-                    f"target_parameters: {names} belong to the top-level model, which cannot be wrapped; target "
-                    "parameters of its submodules"
-                )
-            found.append(path)
-            matched.update(f"{path}.{name}" for name in names)
-        missing = unmatched_entries(config.target_parameters, sorted(matched)) if matched else config.target_parameters
-        if missing:
-            names = [f"{p}.{n}" for p, m in model.named_modules() for n, _ in m.named_parameters(recurse=False) if p]
-            raise TargetNotFoundError(describe_unmatched("target_parameters", missing, names))
-        return [path for path in found if not any(path.startswith(other + ".") for other in found)]
+        self._tokens = token_targets(model, config)
+        self._token_modules = {id(model.get_submodule(path)): path for path in self._tokens}
+        self._token_layers = {}
+        return parameter_targets(model, config) + list(self._tokens)
 
     def create_layer(self, target: nn.Module, adapter_name: str, config: PeftConfig) -> AdapterLayer | None:
         assert isinstance(config, LoraConfig)
+        token_path = self._token_modules.get(id(target))
+        if token_path is not None:
+            return self._token_layer(token_path, target)
         owned = [n for n, _ in target.named_parameters(recurse=False) if n in (config.target_parameters or [])]
         if owned:  # target_parameters, resolved for this module, name parameters it owns
             return ParameterLora(target)
@@ -135,9 +128,23 @@ class LoraTuner(BaseTuner):
             return Conv(target)
         return None
 
+    def _token_layer(self, path: str, target: nn.Module) -> AdapterLayer:
+        plan = self._tokens[path]
+        if plan.tied_to is None:
+            layer = self._token_layers[path] = TrainableTokens(target)
+            return layer
+        source = self._token_layers.get(plan.tied_to) or self._existing_tokens(plan.tied_to)
+        return TiedTokens(target, source)
+
+    def _existing_tokens(self, path: str) -> TrainableTokens:
+        raise ConfigError(f"the embedding {path!r} tied to this head holds no trainable tokens of this adapter")
+
     def resolve_config(self, config: PeftConfig, module_path: str) -> PeftConfig:
         assert isinstance(config, LoraConfig)
         update: dict[str, Any] = {}
+        if config.trainable_token_indices is not None:  # this module's rows, or none
+            plan = self._tokens.get(module_path)
+            update["trainable_token_indices"] = plan.indices if plan is not None else None
         if config.target_parameters:  # narrowed to this module's parameters (none: a target_modules target)
             update["target_parameters"] = parameters_for(module_path, None, config.target_parameters)
         rank_key = matching_entry(module_path, config.rank_pattern)

@@ -112,8 +112,9 @@ class BaseTuner:
 
         For methods that select targets another way (LoRA's ``target_parameters``: the
         modules owning those parameters). They are wrapped after the ``target_modules``
-        targets; with some, an empty ``target_modules`` (or none, where the architecture has
-        no defaults) is allowed. A module selected both ways is an error. Default: none.
+        targets, in this order (a module ``target_modules`` selects too is wrapped once, here);
+        with some, an empty ``target_modules`` (or none, where the architecture has no
+        defaults) is allowed. Default: none.
         """
         return []
 

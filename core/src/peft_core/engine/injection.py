@@ -70,14 +70,9 @@ def prepare(model: nn.Module, tuner: BaseTuner, config: PeftConfig) -> tuple[Pef
         own = with_default_targets(tuner, model, own, required=not extra)
         if getattr(own, "target_modules", None) or not extra:
             targets = find_targets(model, own)
-        both = sorted(set(targets) & set(extra))
-        if both:
-            raise ConfigError(
-                f"modules {both} are selected by target_modules and by {tuner.name}'s other targets "
-                f"({type(tuner).__name__}.extra_targets) at once; leave them out of target_modules "
-                "(e.g. target_modules=[])"
-            )
-        targets += extra  # wrapped after the target_modules targets, in the tuner's order
+        # Wrapped after the target_modules targets, in the tuner's order; a module selected both
+        # ways is wrapped once, at the tuner's position (tied heads come after what they share).
+        targets = [path for path in targets if path not in extra] + extra
     saved = find_modules_to_save(model, own, targets)
     prepared = tuner.prepare_config(model, own, targets)
     if type(prepared) is not type(config):

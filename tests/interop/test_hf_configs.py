@@ -82,6 +82,7 @@ def test_every_lora_field_written_by_hf_reads_back(tmp_path: Path) -> None:
         "lora_bias": False,
         "target_parameters": None,
         "trainable_token_indices": None,
+        "ensure_weight_tying": False,
         "rank_pattern": {"v_proj": 2},
         "alpha_pattern": {"q_proj": 3},
     }

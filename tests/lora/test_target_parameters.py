@@ -135,7 +135,7 @@ def test_refusals_name_the_field_and_the_fix() -> None:
         TargetNotFoundError, match=r"target_parameters: 1 entry matched no(.|\n)*'mlp.experts.gate_proj'"
     ):
         get_peft_model(model, LoraConfig(target_modules=[], target_parameters=["mlp.experts.gate_proj"]))
-    with pytest.raises(ConfigError, match="selected by target_modules and by lora's other targets"):
+    with pytest.raises(ConfigError, match="selected by target_modules and owns target_parameters"):
         get_peft_model(model, LoraConfig(target_modules=["experts"], target_parameters=EXPERTS))
     assert not any("lora_" in n for n, _ in model.named_parameters())  # refused before anything changed
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=[], target_parameters=EXPERTS))

@@ -29,7 +29,6 @@ class LoraConfig(TargetedConfig):
         "alora_invocation_tokens": None,
         "arrow_config": None,
         "corda_config": None,
-        "ensure_weight_tying": False,
         "eva_config": None,
         "kasa_config": None,
         "layer_replication": None,
@@ -93,6 +92,10 @@ class LoraConfig(TargetedConfig):
             "Embedding rows (token ids) trained in full beside the adapter: a list for the input embedding, or "
             "{layer name: ids}"
         ),
+    )
+    ensure_weight_tying: bool = Field(
+        default=False,
+        description="An output head tied to the input embedding takes the embedding's LoRA factors (transposed)",
     )
     rank_pattern: dict[str, int] = Field(
         default_factory=dict, description="Per-module rank: module name (suffix) or regex -> r."

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from peft_core.contract import (
+    ALL_LINEAR,
     AdapterLayer,
     Capabilities,
     ConfigError,
@@ -34,6 +35,7 @@ from peft_core.contract import (
     TargetNotFoundError,
     add_deltas,
     describe_unmatched,
+    is_linear,
     matches,
     unmatched_entries,
     weights_will_be_loaded,
@@ -195,6 +197,11 @@ def parameter_targets(model: nn.Module, config: LoraConfig) -> list[str]:
                 f"target_parameters: {names} belong to the top-level model, which cannot be wrapped; target "
                 "parameters of its submodules"
             )
+        if selects(config.target_modules, path, owner):
+            raise ConfigError(
+                f"{path!r} is selected by target_modules and owns target_parameters {names}; a module takes one "
+                "kind of LoRA: leave it out of target_modules (e.g. target_modules=[])"
+            )
         found.append(path)
         matched.update(f"{path}.{name}" for name in names)
     missing = unmatched_entries(config.target_parameters, sorted(matched)) if matched else config.target_parameters
@@ -202,3 +209,12 @@ def parameter_targets(model: nn.Module, config: LoraConfig) -> list[str]:
         names = [f"{p}.{n}" for p, m in model.named_modules() for n, _ in m.named_parameters(recurse=False) if p]
         raise TargetNotFoundError(describe_unmatched("target_parameters", missing, names))
     return [path for path in found if not any(path.startswith(other + ".") for other in found)]
+
+
+def selects(target_modules: list[str] | str | None, path: str, module: nn.Module) -> bool:
+    """Whether ``target_modules`` selects the module at ``path`` (the engine's rule, "all-linear" included)."""
+    if not target_modules:
+        return False
+    if target_modules == ALL_LINEAR:
+        return is_linear(module)
+    return matches(path, target_modules)

@@ -8,7 +8,9 @@ from torch import nn
 
 from peft_core.contract import AdapterLayer, ConfigError, TargetNotFoundError, describe_unmatched, matches
 from peft_lora.config import LoraConfig
+from peft_lora.parameter import selects
 from peft_lora.trainable_tokens import TiedTokens, TrainableTokens
+from peft_lora.weight_tying import modules_sharing
 
 INPUT_EMBEDDING = "embed_tokens"  # Hugging Face PEFT's name for the input embedding of models without a getter
 
@@ -43,12 +45,23 @@ def token_targets(model: nn.Module, config: LoraConfig) -> dict[str, TokenTarget
             raise ConfigError(
                 f"trainable_token_indices: {path!r} is a {type(base).__name__}; name embedding (or head) layers"
             )
+        if selects(config.target_modules, path, base):
+            raise ConfigError(
+                f"{path!r} is selected by target_modules and by trainable_token_indices; a module takes one of "
+                "them: leave it out of target_modules"
+            )
         chosen[path] = TokenTarget(list(named[entry]))
     for path, target in list(chosen.items()):
         for head in _tied_heads(model, path):
             listed = chosen.get(head)
             if listed is None or listed.indices == target.indices:  # the incumbent ties them unless indices differ
                 chosen[head] = TokenTarget(target.indices, tied_to=path)
+            elif config.ensure_weight_tying:
+                raise ConfigError(
+                    f"ensure_weight_tying=True, but the tied layers {path!r} and {head!r} get different "
+                    f"trainable_token_indices ({target.indices} and {listed.indices}); give both the same indices "
+                    "or set ensure_weight_tying=False"
+                )
     return dict(sorted(chosen.items(), key=lambda item: item[1].tied_to is not None))
 
 
@@ -62,14 +75,4 @@ def _tied_heads(model: nn.Module, embedding_path: str) -> list[str]:
     """Modules (other than the embedding) whose weight is the embedding's own: tied output heads."""
     embedding = model.get_submodule(embedding_path)
     weight = (embedding.base_layer if isinstance(embedding, AdapterLayer) else embedding).get_parameter("weight")
-    heads: list[str] = []
-    inside: list[str] = []
-    for path, module in model.named_modules():
-        if not path or any(path.startswith(prefix) for prefix in inside):
-            continue
-        if isinstance(module, AdapterLayer):
-            inside.append(path + ".")
-            module = module.base_layer
-        if path != embedding_path and module._parameters.get("weight") is weight:
-            heads.append(path)
-    return heads
+    return modules_sharing(model, embedding_path, weight)

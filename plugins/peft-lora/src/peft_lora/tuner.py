@@ -34,6 +34,7 @@ from peft_lora.residual_init import check_targets, pissa_iterations
 from peft_lora.token_targets import TokenTarget, token_targets
 from peft_lora.trainable_tokens import TiedTokens, TrainableTokens
 from peft_lora.variant import LoraVariant
+from peft_lora.weight_tying import TiedLoraLinear, tied_heads
 from peft_lora.weighted import weighted_adapter
 
 
@@ -54,6 +55,9 @@ class LoraTuner(BaseTuner):
         self._tokens: dict[str, TokenTarget] = {}
         self._token_modules: dict[int, str] = {}
         self._token_layers: dict[str, TrainableTokens] = {}
+        # ensure_weight_tying: tied head module -> its embedding module; the layers made, by module
+        self._tie_sources: dict[int, int] = {}
+        self._made: dict[int, AdapterLayer] = {}
 
     def check_config(self, config: PeftConfig) -> None:
         assert isinstance(config, LoraConfig)
@@ -105,13 +109,31 @@ class LoraTuner(BaseTuner):
         self._tokens = token_targets(model, config)
         self._token_modules = {id(model.get_submodule(path)): path for path in self._tokens}
         self._token_layers = {}
-        return parameter_targets(model, config) + list(self._tokens)
+        tying, heads = tied_heads(model, config)
+        self._tie_sources = {id(model.get_submodule(h)): id(model.get_submodule(e)) for h, e in heads.items()}
+        self._made = {}
+        for embedding_path in set(heads.values()):  # a previous adapter's LoRA embedding
+            existing = model.get_submodule(embedding_path)
+            if isinstance(existing, AdapterLayer):
+                self._made[id(existing)] = existing
+        return parameter_targets(model, config) + list(self._tokens) + tying
 
     def create_layer(self, target: nn.Module, adapter_name: str, config: PeftConfig) -> AdapterLayer | None:
         assert isinstance(config, LoraConfig)
         token_path = self._token_modules.get(id(target))
         if token_path is not None:
             return self._token_layer(token_path, target)
+        if id(target) in self._tie_sources:
+            source = self._made.get(self._tie_sources[id(target)])
+            if not isinstance(source, Embedding):
+                raise ConfigError("ensure_weight_tying: the input embedding tied to this head holds no LoRA Embedding")
+            return TiedLoraLinear(target, source)
+        layer = self._new_layer(target, config)
+        if layer is not None:
+            self._made[id(target)] = layer
+        return layer
+
+    def _new_layer(self, target: nn.Module, config: LoraConfig) -> AdapterLayer | None:
         owned = [n for n, _ in target.named_parameters(recurse=False) if n in (config.target_parameters or [])]
         if owned:  # target_parameters, resolved for this module, name parameters it owns
             return ParameterLora(target)

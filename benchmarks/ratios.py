@@ -250,4 +250,25 @@ VARIANT_RATIOS: list[Ratio] = [
 ]
 
 
-RATIOS: list[Ratio] = [*LORA_RATIOS, *_lifecycle(), *_methods(), *DEDICATED_RATIOS, *VARIANT_RATIOS]
+# LoRA's initialisations and the conversion of any adapter to LoRA.
+LORA_FEATURE_RATIOS: list[Ratio] = [
+    Ratio(
+        "injection, 0.9B Llama, incumbent's random stream / fast_init", "inject_init_large", "ours", "ours_fast_init"
+    ),
+    Ratio("injection, 0.9B Llama, incumbent's random stream, ours / HF", "inject_init_large", "ours", "hf"),
+    Ratio("injection, 0.9B Llama, fast_init, ours / HF", "inject_init_large", "ours_fast_init", "hf"),
+    Ratio("PiSSA init (full SVD), ours / HF (llama-tiny)", "pissa_init", "ours_pissa", "hf_pissa"),
+    Ratio("PiSSA init (pissa_niter_4), ours / HF (llama-tiny)", "pissa_init", "ours_pissa_niter_4", "hf_pissa_niter_4"),
+    Ratio("OLoRA init, ours / HF (llama-tiny)", "pissa_init", "ours_olora", "hf_olora"),
+    Ratio("conversion to LoRA rank 8, ours / HF (llama-tiny, r=16 all linear)", "convert_to_lora", "ours", "hf"),
+]
+
+
+RATIOS: list[Ratio] = [
+    *LORA_RATIOS,
+    *_lifecycle(),
+    *_methods(),
+    *DEDICATED_RATIOS,
+    *VARIANT_RATIOS,
+    *LORA_FEATURE_RATIOS,
+]

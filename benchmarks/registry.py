@@ -7,7 +7,18 @@ from dataclasses import dataclass
 
 from benchmarks.backends import BACKENDS
 from benchmarks.context import Context, Result
-from benchmarks.scenarios import adalora, inference, lifecycle, methods, mixed, structured, training, variants
+from benchmarks.scenarios import (
+    adalora,
+    conversion,
+    inference,
+    initialisation,
+    lifecycle,
+    methods,
+    mixed,
+    structured,
+    training,
+    variants,
+)
 
 
 @dataclass(frozen=True)
@@ -37,4 +48,7 @@ SCENARIOS: dict[str, Scenario] = {
     "dora_train": Scenario(variants.dora_train),
     "dora_forward": Scenario(variants.dora_forward),
     "qlora_train": Scenario(variants.qlora_train),
+    "inject_init_large": Scenario(initialisation.inject_init_large),
+    "pissa_init": Scenario(initialisation.pissa_init),
+    "convert_to_lora": Scenario(conversion.convert_to_lora),
 }

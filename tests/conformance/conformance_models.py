@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from support.models import MLP, ConvNet, tiny_bert, tiny_gpt2, tiny_llama, token_ids
+from support.models import MLP, ConvNet, tiny_bert, tiny_gpt2, tiny_llama, tiny_mixtral, token_ids
 
 
 class OnMLP:
@@ -51,3 +51,9 @@ class OnBert(OnTransformer):
 
 class OnLlama(OnTransformer):
     build = staticmethod(tiny_llama)
+
+
+class OnMixtral(OnTransformer):
+    """Mixture of experts with bare 3-D expert parameters (``mlp.experts.gate_up_proj``)."""
+
+    build = staticmethod(tiny_mixtral)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conformance_models import OnConvNet, OnGpt2, OnMLP
+from conformance_models import OnConvNet, OnGpt2, OnLlama, OnMixtral, OnMLP
 from peft_core.testing import TunerConformance
 from peft_lora import LoraConfig
 
@@ -30,3 +30,26 @@ class TestLoraOnConvolutions(OnConvNet, TunerConformance):
 
 class TestLoraOnGpt2(OnGpt2, TunerConformance):
     config = LoraConfig(r=4, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)
+
+
+class TestLoraBiasOnLinear(OnMLP, TunerConformance):
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["lin0", "lin1"], lora_bias=True)
+    expected_keys = frozenset(
+        f"base_model.model.{m}.lora_{k}" for m in ("lin0", "lin1") for k in ("A.weight", "B.weight", "B.bias")
+    )
+
+
+class TestLoraBiasOnConvolutions(OnConvNet, TunerConformance):
+    config = LoraConfig(r=2, target_modules=["conv1d", "conv2d"], lora_bias=True)
+
+
+class TestLoraBiasOnGpt2(OnGpt2, TunerConformance):
+    config = LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True, lora_bias=True)
+
+
+class TestLoraOnExpertParameters(OnMixtral, TunerConformance):
+    config = LoraConfig(r=2, target_modules=[], target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
+
+
+class TestLoraWithTrainableTokens(OnLlama, TunerConformance):
+    config = LoraConfig(r=2, target_modules=["q_proj"], trainable_token_indices=[1, 5, 9])

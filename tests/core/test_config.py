@@ -44,7 +44,7 @@ def test_json_carries_unsupported_features_switched_off() -> None:
         ({"lora_dropout": 1.0}, "lora_dropout", "less than 1"),
         ({"lora_dropout": -0.1}, "lora_dropout", "greater than or equal to 0"),
         ({"bias": "some"}, "bias", "'none', 'all' or 'lora_only'"),
-        ({"init_lora_weights": "pissa"}, "init_lora_weights", "gaussian"),
+        ({"init_lora_weights": "eva"}, "init_lora_weights", "pissa_niter_[n]"),
         ({"rank_pattern": {"q": 0}}, "rank_pattern", "ranks must be > 0"),
         ({"lora_alpah": 8}, "lora_alpah", "got unknown arguments ['lora_alpah']; its fields are"),
         ({"layers_to_transform": [-1]}, "layers_to_transform", ">= 0"),
@@ -81,8 +81,8 @@ def test_hugging_face_keys_for_missing_features_load_when_off() -> None:
 
 
 def test_a_feature_we_lack_is_a_clear_error() -> None:
-    data = LoraConfig(target_modules=["q"]).to_json_dict() | {"lora_bias": True}
-    with pytest.raises(ConfigError, match="lora_bias=True asks for a feature"):
+    data = LoraConfig(target_modules=["q"]).to_json_dict() | {"use_qalora": True}
+    with pytest.raises(ConfigError, match="use_qalora=True asks for a feature"):
         LoraConfig.from_json_dict(data)
 
 

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from peft_core import ConfigError, PeftError, PeftModel, get_peft_model
-from peft_ia3 import IA3Config
-from peft_lora import LoraConfig, LoraLayer
+from peft_core.contract import Capabilities
+from peft_lora import Linear, LoraConfig, LoraLayer
 from support.models import MLP, ConvNet, tiny_gpt2, token_ids
 
 WEIGHTS = (0.7, -1.3)
@@ -103,7 +103,9 @@ def test_linear_is_exact_for_one_adapter_and_has_cross_terms_for_two() -> None:
 
 def test_linear_refuses_different_ranks() -> None:
     model = _two_adapters(MLP(), ["lin0"])
-    with pytest.raises(ConfigError, match=r"'linear' needs equal ranks.*'lin0'.*'cat' \(exact\) or 'svd'"):
+    with pytest.raises(
+        ConfigError, match=r"'linear' combines the factors entry by entry and needs equal ranks.*'lin0'"
+    ):
         model.add_weighted_adapter(["default", "b"], [1.0, 1.0], "mix", combination_type="linear")
     assert "mix" not in model.peft_config
     assert "mix" not in model.base_model.model.lin0.adapter_configs
@@ -141,7 +143,12 @@ def test_the_combined_adapter_is_inactive_and_frozen() -> None:
         ({"adapters": ["nope"], "weights": [1.0]}, "unknown: \\['nope'\\]"),
         ({"adapters": ["default", "b"], "weights": [1.0]}, "one weight each"),
         ({"adapters": ["default"], "weights": [1.0], "adapter_name": "b"}, "'b' already exists"),
-        ({"adapters": ["default"], "weights": [1.0], "combination_type": "ties"}, "'ties' is not supported"),
+        ({"adapters": ["default"], "weights": [1.0], "combination_type": "tie"}, "'tie' is not supported"),
+        ({"adapters": ["default"], "weights": [1.0], "combination_type": "ties"}, "pass density="),
+        ({"adapters": ["default"], "weights": [1.0], "combination_type": "dare_ties", "density": 1.5}, "outside"),
+        ({"adapters": ["default"], "weights": [1.0], "density": 0.5, "majority_sign_method": "x"}, "'total'"),
+        ({"adapters": ["default"], "weights": [1.0], "svd_clamp": 2.0}, "quantile"),
+        ({"adapters": ["default"], "weights": [1.0], "svd_rnk": 2}, "unknown options \\['svd_rnk'\\]"),
         ({"adapters": ["default"], "weights": [1.0], "svd_rank": 0}, "svd_rank must be > 0"),
     ],
 )
@@ -160,7 +167,12 @@ def test_modules_to_save_cannot_be_combined() -> None:
         model.add_weighted_adapter(["default"], [1.0], "mix", combination_type="cat")
 
 
-def test_a_tuner_that_cannot_combine_says_so() -> None:
-    model = get_peft_model(MLP(), IA3Config(target_modules=["lin0"]))
-    with pytest.raises(PeftError, match="adapters of IA3Layer cannot be combined with add_weighted_adapter"):
+def test_a_layer_that_does_not_declare_weighted_is_refused() -> None:
+    class Unweighted(Linear):
+        capabilities = Capabilities(mergeable=True)  # no "weighted"
+
+    model = get_peft_model(MLP(), LoraConfig(target_modules=["lin0"]))
+    model.base_model.model.lin0.__class__ = Unweighted
+    with pytest.raises(PeftError, match="adapters of Unweighted cannot be combined with add_weighted_adapter"):
         model.add_weighted_adapter(["default"], [1.0], "mix", combination_type="linear")
+    assert list(model.peft_config) == ["default"]

@@ -100,3 +100,25 @@ def tiny_llama(seed: int = 0, tie_word_embeddings: bool = False) -> nn.Module:
 
 def token_ids(batch: int = 2, length: int = 8, vocab: int = 64, seed: int = 0) -> Tensor:
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_mixtral(seed: int = 0) -> nn.Module:
+    """A mixture of experts whose expert weights are bare 3-D parameters (``mlp.experts.gate_up_proj``)."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(seed)
+    config = MixtralConfig(
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=64,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        max_position_embeddings=32,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    return MixtralForCausalLM(config).eval()

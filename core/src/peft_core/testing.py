@@ -92,8 +92,9 @@ class TunerConformance:
     #: Whether a fresh adapter computes the base model's outputs.
     neutral_init: ClassVar[bool] = True
     #: Arguments of the ``add_weighted_adapter`` check (where ``weighted`` is declared): the
-    #: combination of the one adapter "default" with weight 1 must compute what it computes.
-    weighted_options: ClassVar[Mapping[str, Any]] = {"combination_type": "cat"}
+    #: combination of the one adapter "default" with weight 1 must compute what it computes
+    #: (default: the tuner's own ``combination_type``).
+    weighted_options: ClassVar[Mapping[str, Any]] = {}
     #: Exact checkpoint keys of the default adapter, when the format is pinned (optional).
     expected_keys: ClassVar[frozenset[str] | None] = None
     #: Tolerances: unmerged outputs against references, and merged against unmerged (fp32).

@@ -85,6 +85,7 @@ class Checkpointing:
         save_embedding_layers: SaveEmbeddings = "auto",
         is_main_process: bool = True,
         state_dict: Mapping[str, Tensor] | None = None,
+        path_initial_model_for_weight_conversion: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> None:
         """Write each adapter (default: all) in the Hugging Face PEFT layout, atomically.
@@ -95,7 +96,10 @@ class Checkpointing:
         gathered by the caller to take the adapter tensors from; ``is_main_process=False``
         writes nothing; ``save_embedding_layers`` saves the embedding weights too (see
         ``peft_core.io.embedding_layers``). ``safe_serialization=False`` (a pickle file) is
-        refused. Sharded models: ``peft_core.integrations.distributed.save_pretrained``.
+        refused. ``path_initial_model_for_weight_conversion``: the adapter as saved before
+        training, for initialisations that rewrote the base weights (LoRA's PiSSA/OLoRA); it
+        is then written as a change of the original base model (the tuner's
+        ``relative_to_initial``). Sharded models: ``peft_core.integrations.distributed.save_pretrained``.
         """
         if not safe_serialization:
             raise AdapterSaveError(
@@ -113,6 +117,11 @@ class Checkpointing:
             picked = None if state_dict is None else select_adapter_state_dict(cast(nn.Module, self), state_dict, name)
             tensors = self.base_model.tensors_to_save(name, picked)
             config = self.peft_config[name]
+            if path_initial_model_for_weight_conversion is not None:
+                initial_config, initial_tensors = read_adapter(path_initial_model_for_weight_conversion)
+                config, tensors = self.base_model.tuner.relative_to_initial(
+                    self.base_model, name, tensors, initial_config, initial_tensors
+                )
             embeddings = embedding_tensors(self.base_model.model, config, save_embedding_layers)
             if state_dict is not None:  # the live weights may be shards: take the gathered ones
                 embeddings = embeddings_from_state_dict(embeddings, state_dict)

@@ -197,13 +197,14 @@ class PeftModel(Checkpointing, ActivationCheckpointing, nn.Module):
         adapters: Sequence[str],
         weights: Sequence[float],
         adapter_name: str,
-        combination_type: str = "svd",
+        combination_type: str | None = None,
         **options: Any,
     ) -> None:
         """Add ``adapter_name``: a weighted combination of ``adapters`` (not made active).
 
-        The tuner does the math (LoRA: ``"linear"``, ``"cat"`` (exact), ``"svd"`` with
-        ``svd_rank=``); see docs/weighted-adapters.md for which is exact.
+        The tuner does the math (LoRA: ``"svd"`` by default with ``svd_rank=``, ``"cat"``
+        (exact), ``"linear"``, ``"ties"``, ``"dare_ties"``... with ``density=``; IA3: the
+        weighted sum of its vectors); see docs/weighted-adapters.md for which is exact.
         """
         add_weighted_adapter(
             self.base_model,

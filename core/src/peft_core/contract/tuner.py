@@ -107,6 +107,17 @@ class BaseTuner:
         """
         return config
 
+    def extra_targets(self, model: nn.Module, config: PeftConfig) -> list[str]:
+        """Paths of modules to wrap that ``target_modules`` does not name, in wrapping order.
+
+        For methods that select targets another way (LoRA's ``target_parameters``: the
+        modules owning those parameters). They are wrapped after the ``target_modules``
+        targets, in this order (a module ``target_modules`` selects too is wrapped once, here);
+        with some, an empty ``target_modules`` (or none, where the architecture has no
+        defaults) is allowed. Default: none.
+        """
+        return []
+
     def resolve_config(self, config: PeftConfig, module_path: str) -> PeftConfig:
         """The config for one module (e.g. with a per-module rank); default: unchanged."""
         return config
@@ -208,6 +219,27 @@ class BaseTuner:
         source = self.adapter_state_dict(model, adapter_name) if tensors is None else tensors
         return {key: tensor.detach() for key, tensor in source.items()}
 
+    def relative_to_initial(
+        self,
+        model: AdaptedModel,
+        adapter_name: str,
+        tensors: Mapping[str, Tensor],
+        initial_config: PeftConfig,
+        initial_tensors: Mapping[str, Tensor],
+    ) -> tuple[PeftConfig, dict[str, Tensor]]:
+        """The adapter as a change of the model it started from, for initialisations that rewrote base weights.
+
+        ``save_pretrained(dir, path_initial_model_for_weight_conversion=initial)`` writes
+        what this returns: ``tensors`` (as ``tensors_to_save`` gave them) and the adapter
+        saved in ``initial`` before training (read for you) become an adapter that loads
+        onto the original base model (LoRA's PiSSA/OLoRA: ``W_res + s B A - W = s (B A -
+        B0 A0)``). Default: refused.
+        """
+        raise PeftError(
+            f"{self.name} adapters have no weight conversion relative to an initial adapter "
+            "(path_initial_model_for_weight_conversion); save without it"
+        )
+
     # --- combining ---
 
     def weighted_adapter(
@@ -215,11 +247,12 @@ class BaseTuner:
         model: AdaptedModel,
         adapters: Sequence[str],
         weights: Sequence[float],
-        combination_type: str,
+        combination_type: str | None,
         **options: Any,
     ) -> tuple[PeftConfig, dict[str, Tensor]]:
         """A new adapter combining ``adapters`` with ``weights``: its config and its tensors
         under their checkpoint keys (as ``adapter_state_dict`` names them).
+        ``combination_type`` None means the method's default.
 
         Only math: the engine checks that every layer involved declares ``weighted``, then
         adds the adapter from the config and copies the tensors in (all or nothing).

@@ -67,8 +67,13 @@ def prepare(model: nn.Module, tuner: BaseTuner, config: PeftConfig) -> tuple[Pef
     own = with_task_heads(model, config.model_copy(deep=True))
     targets: list[str] = []
     if tuner.targets_modules:
-        own = with_default_targets(tuner, model, own)
-        targets = find_targets(model, own)
+        extra = tuner.extra_targets(model, own)
+        own = with_default_targets(tuner, model, own, required=not extra)
+        if getattr(own, "target_modules", None) or not extra:
+            targets = find_targets(model, own)
+        # Wrapped after the target_modules targets, in the tuner's order; a module selected both
+        # ways is wrapped once, at the tuner's position (tied heads come after what they share).
+        targets = [path for path in targets if path not in extra] + extra
     saved = find_modules_to_save(model, own, targets)
     prepared = tuner.prepare_config(model, own, targets)
     if type(prepared) is not type(config):

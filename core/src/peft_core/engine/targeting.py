@@ -66,12 +66,15 @@ def plain_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         yield path, module
 
 
-def with_default_targets(tuner: BaseTuner, model: nn.Module, config: PeftConfig) -> PeftConfig:
-    """``config`` with the tuner's default ``target_modules`` for this architecture when it names none."""
+def with_default_targets(tuner: BaseTuner, model: nn.Module, config: PeftConfig, required: bool = True) -> PeftConfig:
+    """``config`` with the tuner's default ``target_modules`` for this architecture when it names none
+    (an error without defaults, unless not ``required``: the tuner has other targets)."""
     if getattr(config, "target_modules", "unset") is not None:
         return config
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     defaults = tuner.default_target_modules.get(str(model_type)) if model_type is not None else None
+    if defaults is None and not required:
+        return config
     if defaults is None:
         known = ", ".join(sorted(tuner.default_target_modules)) or "none"
         raise ConfigError(

@@ -24,7 +24,7 @@ def add_weighted_adapter(
     adapters: Sequence[str],
     weights: Sequence[float],
     adapter_name: str,
-    combination_type: str,
+    combination_type: str | None,
     autocast_adapter_dtype: bool = True,
     **options: Any,
 ) -> PeftConfig:

@@ -22,7 +22,7 @@ class IA3Layer(AdapterLayer):
     """
 
     adapter_attribute_names = ("ia3_l",)
-    capabilities = Capabilities(mergeable=True, per_row=True, hotswap=True)
+    capabilities = Capabilities(mergeable=True, per_row=True, hotswap=True, weighted=True)
 
     def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool = False) -> None:
         super().__init__(base_layer)

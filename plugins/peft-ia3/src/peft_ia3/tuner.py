@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from importlib.resources import files
+from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from peft_core.contract import (
+    AdaptedModel,
     AdapterLayer,
     BaseTuner,
     ConfigError,
@@ -22,6 +24,7 @@ from peft_core.contract import (
 )
 from peft_ia3.config import IA3Config
 from peft_ia3.layer import IA3Layer
+from peft_ia3.weighted import weighted_adapter
 
 
 def _table(name: str) -> dict[str, list[str]]:
@@ -73,3 +76,16 @@ class IA3Tuner(BaseTuner):
                     f"feedforward_modules must be a subset of the targets; these match but are not targets: {outside}"
                 )
         return with_fan_in_fan_out(model, config, targets)
+
+    def weighted_adapter(
+        self,
+        model: AdaptedModel,
+        adapters: Sequence[str],
+        weights: Sequence[float],
+        combination_type: str | None,
+        **options: Any,
+    ) -> tuple[PeftConfig, dict[str, Tensor]]:
+        """The weighted sum of the adapters' vectors (Hugging Face PEFT's): see ``peft_ia3.weighted``."""
+        if options:
+            raise ConfigError(f"add_weighted_adapter takes no options for IA3, got {sorted(options)}")
+        return weighted_adapter(model, adapters, weights, combination_type)

@@ -7,8 +7,10 @@ from typing import Any, TypeGuard
 import torch
 from torch import Tensor, nn
 
+from peft_core.contract import ConfigError, weights_will_be_loaded
 from peft_lora.config import LoraConfig
-from peft_lora.layer import LORA_CAPABILITIES, LoraLayer, _init_linear_pair, weight_of
+from peft_lora.initialisation import RANDOM_INITS, factor_device, init_factors, round_like_base
+from peft_lora.layer import LORA_CAPABILITIES, LoraLayer, weight_of
 
 
 class Conv(LoraLayer):
@@ -24,23 +26,27 @@ class Conv(LoraLayer):
         self.lora_B = nn.ModuleDict()
 
     def update_layer(self, adapter_name: str, config: LoraConfig) -> None:  # type: ignore[override]
+        if config.init_lora_weights not in RANDOM_INITS or config.init_lora_weights == "orthogonal":
+            raise ConfigError(
+                f"init_lora_weights={config.init_lora_weights!r} is not defined for convolutions (as in Hugging Face "
+                "PEFT); use True, False or 'gaussian' for conv layers, or leave them out of target_modules"
+            )
         self._set_hyperparameters(adapter_name, config)
         base = self.base_layer
         assert isinstance(base, nn.Conv1d | nn.Conv2d | nn.Conv3d)
         conv = type(base)
-        device = base.weight.device
-        lora_a = conv(
-            base.in_channels,
-            config.r,
-            base.kernel_size,  # type: ignore[arg-type]
-            base.stride,  # type: ignore[arg-type]
-            base.padding,  # type: ignore[arg-type]
-            base.dilation,  # type: ignore[arg-type]
-            bias=False,
-            device=device,
-        )
-        lora_b = conv(config.r, base.out_channels, 1, 1, bias=False, device=device)
-        _init_linear_pair(lora_a, lora_b, config.init_lora_weights, config.r)
+        loading = weights_will_be_loaded()
+        device = base.weight.device if loading else factor_device(base.weight.device)
+        # Built on the meta device and given memory without PyTorch's init: initialised once, below.
+        kernel, stride, padding, dilation = base.kernel_size, base.stride, base.padding, base.dilation
+        lora_a = conv(base.in_channels, config.r, kernel, stride, padding, dilation, bias=False, device="meta")  # type: ignore[arg-type]
+        lora_b = conv(config.r, base.out_channels, 1, 1, bias=config.lora_bias, device="meta")  # the bias: BiasedConv's
+        lora_a, lora_b = lora_a.to_empty(device=device), lora_b.to_empty(device=device)
+        if not loading:
+            factors = (weight_of(lora_a), weight_of(lora_b), *([lora_b.bias] if config.lora_bias else []))
+            with torch.no_grad():
+                init_factors(*factors[:2], config.init_lora_weights, config.r, factors[2] if config.lora_bias else None)
+            round_like_base(factors, base.weight.dtype)
         self.lora_A[adapter_name] = lora_a
         self.lora_B[adapter_name] = lora_b
 

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from peft_core.contract import weights_will_be_loaded
 from peft_lora.config import LoraConfig
+from peft_lora.initialisation import embedding_factors, factor_device, round_like_base
 from peft_lora.layer import LORA_CAPABILITIES, LoraLayer
 from peft_lora.ops import add_low_rank
 from peft_lora.rows import rows_delta
@@ -17,7 +19,9 @@ from peft_lora.rows import rows_delta
 class Embedding(LoraLayer):
     """``E' = E + scaling * (B A).T``; A is (r, num_embeddings), B is (embedding_dim, r).
 
-    A starts at zero and B normal, so the model starts as the base model.
+    A starts at zero and B normal, so the model starts as the base model (every
+    ``init_lora_weights`` but False: an embedding has no PiSSA/OLoRA/orthogonal init, as in
+    Hugging Face PEFT).
     """
 
     adapter_attribute_names = ("lora_embedding_A", "lora_embedding_B")
@@ -32,10 +36,13 @@ class Embedding(LoraLayer):
         self._set_hyperparameters(adapter_name, config)
         weight = self._weight()
         num_embeddings, dim = weight.shape
-        lora_a = torch.randn(config.r, num_embeddings, device=weight.device)
-        lora_b = torch.randn(dim, config.r, device=weight.device)
-        if config.init_lora_weights is not False:
-            lora_a.zero_()
+        if weights_will_be_loaded():
+            lora_a = torch.empty(config.r, num_embeddings, device=weight.device)
+            lora_b = torch.empty(dim, config.r, device=weight.device)
+        else:
+            device = factor_device(weight.device)
+            lora_a, lora_b = embedding_factors(config.r, num_embeddings, dim, config.init_lora_weights, device)
+            round_like_base((lora_a, lora_b), weight.dtype)
         self.lora_embedding_A[adapter_name] = nn.Parameter(lora_a)
         self.lora_embedding_B[adapter_name] = nn.Parameter(lora_b)
 

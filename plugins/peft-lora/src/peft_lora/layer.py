@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -24,7 +23,9 @@ from peft_core.contract import (
 )
 from peft_lora import hotswap as swapping
 from peft_lora.config import LoraConfig
+from peft_lora.initialisation import default_draws, factor_device, incumbent_stream, init_factors, round_like_base
 from peft_lora.ops import adapter_input, add_low_rank
+from peft_lora.residual_init import rewrites_base, split_weight
 from peft_lora.rows import LoraStack, rows_delta, stack_adapters
 
 MERGE_BLOCK_VALUES = 1 << 20  # fp32 values per block of rows when merging (4 MiB)
@@ -291,13 +292,13 @@ def weight_of(module: nn.Module) -> Tensor:
 class Factor(nn.Linear):
     """``nn.Linear`` (no bias) for a LoRA factor, built without PyTorch's default init.
 
-    The LoRA layer initialises each factor exactly once: the default kaiming init that
-    ``nn.Linear`` runs in its constructor would be overwritten, and drawing those random
-    numbers was most of the time of injecting an adapter (profiled: ~0.5 ms per layer).
+    The LoRA layer initialises it (``initialisation``): a load that overwrites it draws
+    nothing, and ``fast_init`` draws each factor once (drawing random numbers is most of
+    the time of injecting an adapter: ~0.5 ms per layer).
     """
 
-    def __init__(self, in_features: int, out_features: int, device: torch.device) -> None:
-        super().__init__(in_features, out_features, bias=False, device=device)
+    def __init__(self, in_features: int, out_features: int, device: torch.device, bias: bool = False) -> None:
+        super().__init__(in_features, out_features, bias=bias, device=device)
 
     def reset_parameters(self) -> None:
         """Nothing at construction; ``default_init`` gives PyTorch's init when wanted."""
@@ -307,13 +308,9 @@ class Factor(nn.Linear):
 
 
 def _init_linear_pair(lora_a: nn.Module, lora_b: nn.Module, init: bool | str, r: int) -> None:
-    if init is False:
-        return  # both keep PyTorch's random init: a non-trivial adapter for tests
-    if init == "gaussian":
-        nn.init.normal_(weight_of(lora_a), std=1 / r)
-    else:
-        nn.init.kaiming_uniform_(weight_of(lora_a), a=math.sqrt(5))
-    nn.init.zeros_(weight_of(lora_b))
+    """Initialise the weights of a pair of factor modules built without init (``initialisation``)."""
+    with torch.no_grad():
+        init_factors(weight_of(lora_a), weight_of(lora_b), init, r)
 
 
 class Linear(LoraLayer):
@@ -332,18 +329,46 @@ class Linear(LoraLayer):
 
     def update_layer(self, adapter_name: str, config: LoraConfig) -> None:  # type: ignore[override]
         self._set_hyperparameters(adapter_name, config)
-        device = self._weight().device
+        weight = self._weight()
+        loading = weights_will_be_loaded()  # a checkpoint overwrites both factors at once
+        device = weight.device if loading else factor_device(weight.device)
         lora_a = Factor(self.in_features, config.r, device)
-        lora_b = Factor(config.r, self.out_features, device)
-        if weights_will_be_loaded():
-            pass  # a checkpoint overwrites both at once
-        elif config.init_lora_weights is False:
-            lora_a.default_init()
-            lora_b.default_init()
-        else:
-            _init_linear_pair(lora_a, lora_b, config.init_lora_weights, config.r)
+        lora_b = Factor(config.r, self.out_features, device, bias=config.lora_bias)  # the bias: BiasedLinear's
+        init = config.init_lora_weights
+        with torch.no_grad():
+            if rewrites_base(init):
+                self._split_base(weight_of(lora_a), weight_of(lora_b), adapter_name, config, loading)
+            elif not loading:
+                factors = (weight_of(lora_a), weight_of(lora_b), *([lora_b.bias] if config.lora_bias else []))
+                init_factors(*factors[:2], init, config.r, factors[2] if config.lora_bias else None)
+                round_like_base(factors, weight.dtype)
         self.lora_A[adapter_name] = lora_a
         self.lora_B[adapter_name] = lora_b
+
+    def _split_base(self, a: Tensor, b: Tensor, adapter_name: str, config: LoraConfig, loading: bool) -> None:
+        """PiSSA/OLoRA (``residual_init``): the base weight becomes ``W - s B A``; A and B take the split-off part.
+
+        Also when loading: the checkpoint's factors were trained on the residual base.
+        """
+        weight = self._weight()
+        if weight.is_meta:
+            return  # a shape-only skeleton (the load pre-check): nothing to split
+        if self.fan_in_fan_out and config.init_lora_weights == "olora":
+            raise ConfigError(
+                "init_lora_weights='olora' needs a weight stored as (out, in); this transformers Conv1D layer stores "
+                "(in, out). Use init_lora_weights='pissa', or do not target Conv1D layers"
+            )
+        if incumbent_stream() and not loading:
+            default_draws(a, b)  # the incumbent's factor constructors draw before the split
+        scaling = self.scaling[adapter_name]
+        assert isinstance(scaling, float)
+        assert isinstance(config.init_lora_weights, str)
+        new_a, new_b, residual = split_weight(weight, config.init_lora_weights, config.r, scaling, self.fan_in_fan_out)
+        weight.copy_(residual)
+        if not loading:
+            a.copy_(new_a)
+            b.copy_(new_b)
+            round_like_base((a, b), weight.dtype)
 
     def delta_rows(self, adapter_name: str, start: int, stop: int) -> Tensor:
         a = weight_of(self.lora_A[adapter_name]).float()

@@ -43,10 +43,10 @@ class Conv(LoraLayer):
         lora_b = conv(config.r, base.out_channels, 1, 1, bias=config.lora_bias, device="meta")  # the bias: BiasedConv's
         lora_a, lora_b = lora_a.to_empty(device=device), lora_b.to_empty(device=device)
         if not loading:
-            factors = (weight_of(lora_a), weight_of(lora_b), *([lora_b.bias] if config.lora_bias else []))
+            a, b, bias = weight_of(lora_a), weight_of(lora_b), lora_b.bias if config.lora_bias else None
             with torch.no_grad():
-                init_factors(*factors[:2], config.init_lora_weights, config.r, factors[2] if config.lora_bias else None)
-            round_like_base(factors, base.weight.dtype)
+                init_factors(a, b, config.init_lora_weights, config.r, bias)
+            round_like_base((a, b) if bias is None else (a, b, bias), base.weight.dtype)
         self.lora_A[adapter_name] = lora_a
         self.lora_B[adapter_name] = lora_b
 

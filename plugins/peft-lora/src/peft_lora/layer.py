@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -263,7 +263,7 @@ class LoraLayer(AdapterLayer):
             tuple(
                 container._modules.values() if isinstance(container, nn.ModuleDict) else container._parameters.values()
             )
-            for container in map(modules.__getitem__, self.adapter_attribute_names)
+            for container in (cast(nn.Module, modules[name]) for name in self.adapter_attribute_names)
         )
         # Floats compare by value; a tensor scaling is the same object (prepare_for_hotswap,
         # which swaps floats for tensors, clears the cache) and its version is checked.
@@ -339,9 +339,9 @@ class Linear(LoraLayer):
             if rewrites_base(init):
                 self._split_base(weight_of(lora_a), weight_of(lora_b), adapter_name, config, loading)
             elif not loading:
-                factors = (weight_of(lora_a), weight_of(lora_b), *([lora_b.bias] if config.lora_bias else []))
-                init_factors(*factors[:2], init, config.r, factors[2] if config.lora_bias else None)
-                round_like_base(factors, weight.dtype)
+                a, b, bias = weight_of(lora_a), weight_of(lora_b), lora_b.bias if config.lora_bias else None
+                init_factors(a, b, init, config.r, bias)
+                round_like_base((a, b) if bias is None else (a, b, bias), weight.dtype)
         self.lora_A[adapter_name] = lora_a
         self.lora_B[adapter_name] = lora_b
 

@@ -19,7 +19,7 @@ weighted combination (as there).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -118,10 +118,15 @@ class ParameterLora(LoraLayer):
         self.lora_A[adapter_name] = factors_a
         self.lora_B[adapter_name] = factors_b
 
+    @staticmethod
+    def _factors(factors: nn.ModuleDict, adapter_name: str) -> nn.ModuleDict:
+        """An adapter's factors by parameter name (a ModuleDict per adapter)."""
+        return cast(nn.ModuleDict, factors[adapter_name])
+
     def update(self, adapter_name: str, name: str) -> Tensor:
         """``s ΔP`` of adapter ``adapter_name`` for parameter ``name``, fp32, ``P``'s shape."""
-        a = weight_of(self.lora_A[adapter_name][name]).float()
-        b = weight_of(self.lora_B[adapter_name][name]).float()
+        a = weight_of(self._factors(self.lora_A, adapter_name)[name]).float()
+        b = weight_of(self._factors(self.lora_B, adapter_name)[name]).float()
         scaling = self.scaling[adapter_name]
         experts = self._geometry(name)[0]
         if experts == 1:
@@ -168,8 +173,8 @@ class ParameterLora(LoraLayer):
         depth = len(self.parameter_names)
         for position, name in enumerate(self.parameter_names):
             prefix = "base_layer." * (depth - 1 - position)
-            state[f"{prefix}lora_A.weight"] = weight_of(self.lora_A[adapter_name][name])
-            state[f"{prefix}lora_B.weight"] = weight_of(self.lora_B[adapter_name][name])
+            state[f"{prefix}lora_A.weight"] = weight_of(self._factors(self.lora_A, adapter_name)[name])
+            state[f"{prefix}lora_B.weight"] = weight_of(self._factors(self.lora_B, adapter_name)[name])
         return state
 
     def lora_factors(self, adapter_name: str) -> tuple[Tensor, Tensor]:

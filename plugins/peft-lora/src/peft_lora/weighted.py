@@ -104,7 +104,7 @@ def _from_updates(
     matrix = combined.flatten(1)  # convolutions: (out, in * kernel)
     if getattr(layer, "fan_in_fan_out", False) or "lora_embedding_A" in layer.factor_keys[0]:
         matrix = matrix.T  # the weight is stored (in, out): B A is its transpose
-    u, s, vh = torch.linalg.svd(matrix, full_matrices=bool(options["svd_full_matrices"]), driver=options["svd_driver"])  # type: ignore[arg-type]
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=bool(options["svd_full_matrices"]), driver=options["svd_driver"])
     u = u[:, :rank] @ torch.diag(s[:rank])
     vh = vh[:rank, :]
     clamp = options["svd_clamp"]

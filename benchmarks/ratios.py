@@ -57,6 +57,7 @@ def _training(model: str, scenario: str, aim: bool) -> list[Ratio]:
         Ratio(f"training step, HF / floor ({model})", scenario, "hf", "floor"),
         Ratio(f"dropout 0.1 step / step, ours ({model})", scenario, "ours_dropout", "ours"),
         Ratio(f"dropout 0.1 step / step, HF ({model})", scenario, "hf_dropout", "hf"),
+        Ratio(f"dropout 0.1 step / step, ours with fast_dropout() ({model})", scenario, "ours_fast_dropout", "ours"),
         Ratio(
             f"dropout relative cost, ours / HF ({model})",
             scenario,

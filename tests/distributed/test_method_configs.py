@@ -25,6 +25,8 @@ def test_every_adapter_tensor_moves_far_beyond_the_sweep_tolerance(name: str) ->
     trained, initial = cases.reference_state(name), cases.initial_state(name)
     assert trained.keys() == initial.keys() and trained
     for key in trained:
+        if trained[key].shape != initial[key].shape:
+            continue  # pruned (AdaLoRA's saved form): the sweeps compare shapes before values
         moved = (trained[key] - initial[key]).abs().max().item()
         assert moved > 100 * cases.SGD_TOLERANCE, f"{key} moved {moved:.2e}: give the entry a livelier config"
     assert all(torch.isfinite(t).all() for t in trained.values())

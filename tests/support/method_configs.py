@@ -50,7 +50,7 @@ METHOD_CONFIGS: dict[str, MethodConfig] = {
     "adalora": MethodConfig(
         "ADALORA",
         "mlp",
-        {"target_modules": ["lin0", "lin1"], "init_r": 4, "target_r": 2, "total_step": 100, "tinit": 50, "tfinal": 10},
+        {"target_modules": ["lin0", "lin1"], "init_r": 4, "target_r": 2, "total_step": 20, "tinit": 1, "tfinal": 2, "init_lora_weights": False},
         known_failures={
             **dict.fromkeys(
                 ("zero2", "zero3", "accelerate-zero2", "accelerate-zero3"),

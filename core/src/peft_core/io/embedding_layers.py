@@ -1,7 +1,7 @@
 """``save_embedding_layers``: saving the base model's embedding layers with an adapter.
 
-As Hugging Face PEFT does: with ``"auto"`` they are saved (with a warning saying so) when a
-target is named like a transformers embedding layer (``embed_tokens``, ``lm_head``: the
+As Hugging Face PEFT does: with ``"auto"`` they are saved (with a warning saying so) when
+``target_modules`` names a transformers embedding layer (``embed_tokens``, ``lm_head``: the
 incumbent's rule), or when the vocabulary was resized since the base model was saved
 (read offline from ``<base_model_name_or_path>/config.json``); ``True`` saves them,
 ``False`` never. Keys are the modules' own: ``<path>.base_layer.weight`` for a
@@ -66,7 +66,10 @@ def embedding_tensors(model: nn.Module, config: PeftConfig, choice: SaveEmbeddin
     wrapped: dict[str, nn.Module] = {
         p: m for p, m in modules.items() if isinstance(m, AdapterLayer) and not isinstance(m, ModulesToSaveWrapper)
     }
-    targeted = any(path.rsplit(".", 1)[-1] in EMBEDDING_NAMES for path in wrapped)
+    # Read from target_modules as the incumbent reads it (a list's items or a regex's text), not
+    # from what got wrapped: trainable_token_indices wraps an embedding to save only its rows.
+    names = getattr(config, "target_modules", None) or ()
+    targeted = bool(wrapped) and any(name in names for name in EMBEDDING_NAMES)
     if choice == "auto":
         if targeted:
             warnings.warn(

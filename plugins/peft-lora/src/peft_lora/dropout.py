@@ -1,6 +1,8 @@
-"""Dropout on the adapter input, as the incumbent applies it, with a cheaper mask on the CPU.
+"""Dropout on the adapter input, as the incumbent applies it; optionally a cheaper mask on the CPU.
 
-The semantics are ``nn.Dropout``'s: every element of the adapter's input is kept
+By default it is ``F.dropout``: the same random stream as Hugging Face PEFT, so a run
+switched from it reproduces at the same seed. Inside ``fast_dropout()`` the CPU mask is
+drawn more cheaply. Its semantics are ``nn.Dropout``'s: every element of the adapter's input is kept
 independently with probability ``1 - p`` and scaled by ``1 / (1 - p)``; the gradient flows
 through the same mask; the mask comes from torch's default generator (``torch.manual_seed``
 makes it reproducible). Only how the random bits are drawn differs from
@@ -13,6 +15,9 @@ On other devices and under ``torch.compile`` it is ``F.dropout``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -22,6 +27,22 @@ from torch import Tensor
 from peft_core.contract import compiling
 
 _INT32_SPAN = 2**32
+_FAST: ContextVar[bool] = ContextVar("peft_lora_fast_dropout", default=False)
+
+
+@contextmanager
+def fast_dropout() -> Iterator[None]:
+    """Inside the block (the training loop), LoRA dropout on the CPU draws its mask at half the cost.
+
+    Same distribution and gradients as ``nn.Dropout``; the masks differ from Hugging Face
+    PEFT's at the same seed (a different use of the random stream), so a run no longer
+    reproduces the incumbent's bit for bit. Per thread/task, like any context variable.
+    """
+    token = _FAST.set(True)
+    try:
+        yield
+    finally:
+        _FAST.reset(token)
 
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
@@ -61,7 +82,7 @@ def input_dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """Dropout with probability ``p`` on ``x`` (identity unless ``training`` and ``p > 0``)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or compiling() or p >= 1.0:
+    if not _FAST.get() or x.device.type != "cpu" or compiling() or p >= 1.0:
         return F.dropout(x, p, training=True)
     dropped: Tensor = _InputDropout.apply(x, p)  # type: ignore[no-untyped-call]
     return dropped

@@ -104,9 +104,11 @@ class LoraLayer(AdapterLayer):
         copy: profiled, the copy and its page faults were most of merge_and_unload. A
         failure part-way subtracts the blocks already written again.
         """
+        # A variant (DoRA) or a layer over other parameters (target_parameters) merges its own way.
+        if type(self).merged_weights is not LoraLayer.merged_weights:
+            return super().merge_in_place(adapter_names)
         weight = self._weight()
-        additive = type(self).merged_weights is LoraLayer.merged_weights  # a variant (DoRA) merges its own way
-        if not additive or self._whole_deltas() or not weight.is_contiguous() or weight.device.type == "meta":
+        if self._whole_deltas() or not weight.is_contiguous() or weight.device.type == "meta":
             return super().merge_in_place(adapter_names)
         flat = weight.detach().view(weight.shape[0], -1)
         written = 0

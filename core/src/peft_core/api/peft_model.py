@@ -72,9 +72,11 @@ class PeftModel(ActivationCheckpointing, nn.Module):
             return self._hooks.forward(args, kwargs)
 
     def generate(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
-        """The wrapped model's ``generate`` (the tuner's ``prepare_generation_inputs`` runs in each step)."""
+        """The wrapped model's ``generate``: the tuner's ``prepare_generate`` changes its arguments,
+        and its ``prepare_generation_inputs`` runs in each step."""
         with ExitStack() as stack:
             stack.enter_context(self._rows(adapter_names))
+            args, kwargs = self._hooks.generate_arguments(args, kwargs)
             stack.enter_context(self._hooks.generation())
             return self.get_base_model().generate(*args, **kwargs)  # type: ignore[operator]
 

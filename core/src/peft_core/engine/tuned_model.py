@@ -22,7 +22,7 @@ from peft_core.engine.injection import inject
 from peft_core.errors import MergeError, PeftError
 from peft_core.registry import registry
 
-MODEL_HOOKS = ("prepare_inputs", "prepare_generation_inputs", "adapter_loss", "on_step_end")
+MODEL_HOOKS = ("prepare_inputs", "prepare_generate", "prepare_generation_inputs", "adapter_loss", "on_step_end")
 
 
 class TunedModel(nn.Module):

@@ -7,6 +7,7 @@ import os
 from torch import nn
 
 from peft_core.api.peft_model import PeftModel
+from peft_core.api.task_models import peft_model_class
 from peft_core.contract.config import PeftConfig
 from peft_core.engine import hotswap_adapter_from_state_dict, inject
 from peft_core.io.checkpoint import read_adapter
@@ -22,9 +23,12 @@ def get_peft_model(
     """Wrap ``model`` with a new trainable adapter; the base parameters are frozen.
 
     The tuner is chosen by the config's type among installed plugins; ``peft_config``
-    itself is not changed (the adapter keeps a prepared copy: ``model.peft_config``).
+    itself is not changed (the adapter keeps a prepared copy: ``model.peft_config``). The
+    result is the task-type class of ``peft_config.task_type`` (``PeftModelForCausalLM``...),
+    or ``PeftModel`` without one, as in Hugging Face PEFT.
     """
-    return PeftModel(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
+    model_class = peft_model_class(peft_config.task_type)
+    return model_class(model, peft_config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
 
 
 def inject_adapter_in_model(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -13,7 +13,7 @@ from peft_core.api.activation_checkpointing import ActivationCheckpointing, is_c
 from peft_core.api.model_hooks import ModelHooks
 from peft_core.contract.config import PeftConfig
 from peft_core.engine import TunedModel, adapter_rows, add_weighted_adapter
-from peft_core.errors import AdapterLoadError, PeftError
+from peft_core.errors import AdapterLoadError, ConfigError, PeftError
 from peft_core.io.checkpoint import adapter_subdir, read_adapter, write_adapter
 from peft_core.io.hf_compat import fit_loaded_config
 from peft_core.io.loading import (
@@ -34,6 +34,30 @@ class PeftModel(ActivationCheckpointing, nn.Module):
     All adapters on one model belong to one method (tuner). ``base_model`` is the
     ``TunedModel`` holding the user's model as ``base_model.model``.
     """
+
+    #: The task-type subclasses (``PeftModelForCausalLM``...) by ``task_type``, registered by
+    #: ``class C(PeftModel, task_type="CAUSAL_LM")``; ``from_pretrained`` picks one as Hugging Face PEFT does.
+    task_models: ClassVar[dict[str, type[PeftModel]]] = {}
+    #: The task of a task-type subclass: its adapters' configs get it when they have none.
+    task_type: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, task_type: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if task_type is not None:
+            cls.task_type = task_type
+            PeftModel.task_models[task_type] = cls
+
+    @classmethod
+    def _fit_task(cls, config: PeftConfig) -> PeftConfig:
+        """``config`` with this class's ``task_type`` (a copy if it had none); an error if it has another."""
+        if cls.task_type is None or config.task_type == cls.task_type:
+            return config
+        if config.task_type is None:
+            return config.model_copy(update={"task_type": cls.task_type})
+        raise ConfigError(
+            f"{cls.__name__} runs task_type {cls.task_type!r}, but the adapter's config has task_type "
+            f"{config.task_type!r}; use get_peft_model (it picks the class from the task type) or the matching class"
+        )
 
     def __init__(
         self,
@@ -112,6 +136,7 @@ class PeftModel(ActivationCheckpointing, nn.Module):
     def _add(self, adapter_name: str, peft_config: PeftConfig, loading: bool) -> None:
         if adapter_name in self.peft_config:
             raise PeftError(f"adapter {adapter_name!r} already exists; delete_adapter() it first or pick another name")
+        peft_config = self._fit_task(peft_config)
         if peft_config.base_model_name_or_path is None:
             name = getattr(getattr(self.get_base_model(), "config", None), "name_or_path", None)
             peft_config = peft_config.model_copy(update={"base_model_name_or_path": name or None})
@@ -237,14 +262,20 @@ class PeftModel(ActivationCheckpointing, nn.Module):
     ) -> PeftModel:
         """Wrap ``model`` and load the adapter saved in directory ``model_id``.
 
+        The result is the task-type class of the saved ``task_type`` (``PeftModelForCausalLM``...),
+        whichever class this is called on, as in Hugging Face PEFT; without a saved task type,
+        this class (whose task, if any, the adapter gets).
+
         A load that fails raises ``AdapterLoadError`` and leaves ``model`` as it was.
         """
         config, tensors = read_adapter(model_id)
-        config = fit_loaded_config(config, model).model_copy(update={"inference_mode": not is_trainable})
+        model_class = PeftModel.task_models.get(str(config.task_type), cls)
+        config = model_class._fit_task(fit_loaded_config(config, model))
+        config = config.model_copy(update={"inference_mode": not is_trainable})
         checked = check_adapter_fits(model, config, tensors, adapter_name, strict, model_id, autocast_adapter_dtype)
         grad_flags = [(p, p.requires_grad) for p in model.parameters()]
         try:
-            peft_model = cls(model, config, adapter_name, autocast_adapter_dtype, _covers_every_tensor(checked))
+            peft_model = model_class(model, config, adapter_name, autocast_adapter_dtype, _covers_every_tensor(checked))
         except Exception as exc:  # injection rolled itself back; any failure of it is a load error here
             raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {describe_error(exc)}") from exc
         try:
@@ -267,7 +298,7 @@ class PeftModel(ActivationCheckpointing, nn.Module):
     ) -> LoadReport:
         """Add the adapter saved in ``model_id`` as ``adapter_name`` (not made active)."""
         config, tensors = read_adapter(model_id)
-        config = fit_loaded_config(config, self.get_base_model()).model_copy(
+        config = self._fit_task(fit_loaded_config(config, self.get_base_model())).model_copy(
             update={"inference_mode": not is_trainable}
         )
         if adapter_name in self.peft_config:

@@ -1,0 +1,79 @@
+"""``PromptLearningTuner``: what every prompt-learning method shares (configs, checkpoint keys).
+
+A prompt-learning method wraps no module (``targets_modules = False``): its adapter is one
+``VirtualTokens`` module per adapter name (``create_model_adapter``), kept by the core.
+Checkpoints are Hugging Face PEFT's: the virtual tokens as ``prompt_embeddings`` (the
+computed vectors for methods with a head), and the ``modules_to_save`` copies (the
+classification head of SEQ_CLS) as ``base_model.<path>.<name>``, because Hugging Face
+PEFT's ``PeftModel`` holds a prompt-learning model directly as its ``base_model``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from peft_core.contract import AdaptedModel, BaseTuner, Capabilities, PeftConfig, adapter_layers
+from peft_prompt_tuning.learning import PromptLearningConfig, check_task, model_dimensions
+from peft_prompt_tuning.tokens import VirtualTokens
+
+PROMPT_KEY = "prompt_embeddings"
+MODULES_PREFIX = "base_model."
+
+
+class PromptLearningTuner(BaseTuner):
+    """Base of prompt tuning, p-tuning and prefix tuning; subclasses add ``create_model_adapter``
+    and the input hooks."""
+
+    targets_modules = False
+    capabilities = Capabilities()  # virtual tokens merge into no weight, and one adapter runs per batch
+
+    def check_config(self, config: PeftConfig) -> None:
+        check_task(config, self.name)
+
+    def prepare_config(self, model: nn.Module, config: PeftConfig, targets: Sequence[str]) -> PeftConfig:
+        assert isinstance(config, PromptLearningConfig)
+        return config.model_copy(update=model_dimensions(model, config))
+
+    # --- the adapter in use ---
+
+    def active(self, model: AdaptedModel) -> tuple[VirtualTokens, PromptLearningConfig]:
+        """The active adapter's module and config (prompt learning runs one adapter at a time)."""
+        name = model.active_adapters[0]
+        module, config = model.adapter_module(name), model.peft_config[name]
+        assert isinstance(module, VirtualTokens) and isinstance(config, PromptLearningConfig)
+        return module, config
+
+    # --- checkpoints ---
+
+    def _saved_modules(self, model: AdaptedModel, adapter_name: str) -> dict[str, Tensor]:
+        return {
+            f"{MODULES_PREFIX}{path}.{key}": tensor
+            for path, layer in adapter_layers(model.model)
+            for key, tensor in layer.adapter_state_dict(adapter_name).items()
+        }
+
+    def adapter_state_dict(self, model: AdaptedModel, adapter_name: str) -> dict[str, Tensor]:
+        """``prompt_embeddings`` (the embedding's rows: a checkpoint is loaded into them) and the
+        ``modules_to_save`` copies."""
+        module = model.adapter_module(adapter_name)
+        assert isinstance(module, VirtualTokens)
+        return {PROMPT_KEY: module.embedding.weight, **self._saved_modules(model, adapter_name)}
+
+    def tensors_to_save(self, model: AdaptedModel, adapter_name: str) -> dict[str, Tensor]:
+        """As ``adapter_state_dict``, but ``prompt_embeddings`` is what the model receives: for a
+        method with a head (p-tuning's encoder, prefix projection) its output, as Hugging Face
+        PEFT saves it (the head itself is not saved)."""
+        module = model.adapter_module(adapter_name)
+        assert isinstance(module, VirtualTokens)
+        training = module.training
+        module.eval()  # no dropout in what is saved: the checkpoint is used for inference
+        try:
+            with torch.no_grad():
+                tokens = module.tokens().detach()
+        finally:
+            module.train(training)
+        saved = {key: tensor.detach() for key, tensor in self._saved_modules(model, adapter_name).items()}
+        return {PROMPT_KEY: tokens, **saved}

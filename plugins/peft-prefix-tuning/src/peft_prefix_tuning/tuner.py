@@ -11,6 +11,7 @@ later steps continue it; every step's mask covers the prefix.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,7 +87,15 @@ class PrefixTuningTuner(PromptLearningTuner):
         assert isinstance(config, PrefixTuningConfig)
         weight = next((p for p in model.parameters() if p.is_floating_point()), None)
         device = weight.device if isinstance(weight, Tensor) else None
-        projection = config.prefix_projection and not config.inference_mode and not weights_will_be_loaded()
+        loading = weights_will_be_loaded()
+        if loading and config.prefix_projection and not config.inference_mode:
+            warnings.warn(
+                f"adapter {adapter_name!r}: a PREFIX_TUNING checkpoint holds the projected prefix, not the projection; "
+                "training continues on that prefix directly, without the projection",
+                UserWarning,
+                stacklevel=2,
+            )
+        projection = config.prefix_projection and not config.inference_mode and not loading
         return PrefixEncoder(config, device, with_projection=projection)
 
     def _cache(self, model: AdaptedModel, rows: int) -> Any:

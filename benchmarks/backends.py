@@ -18,6 +18,8 @@ class Backend:
     lora_config: Any
     ia3_config: Any
     version: str
+    prompt_tuning_config: Any = None
+    prefix_tuning_config: Any = None
 
 
 def load_backend(name: str) -> Backend:
@@ -26,12 +28,30 @@ def load_backend(name: str) -> Backend:
         import peft_core
         from peft_ia3 import IA3Config
         from peft_lora import LoraConfig
+        from peft_prefix_tuning import PrefixTuningConfig
+        from peft_prompt_tuning import PromptTuningConfig
 
         return Backend(
-            "ours", peft_core.get_peft_model, peft_core.PeftModel, LoraConfig, IA3Config, peft_core.__version__
+            "ours",
+            peft_core.get_peft_model,
+            peft_core.PeftModel,
+            LoraConfig,
+            IA3Config,
+            peft_core.__version__,
+            PromptTuningConfig,
+            PrefixTuningConfig,
         )
     if name == "hf":
         import peft
 
-        return Backend("hf", peft.get_peft_model, peft.PeftModel, peft.LoraConfig, peft.IA3Config, peft.__version__)
+        return Backend(
+            "hf",
+            peft.get_peft_model,
+            peft.PeftModel,
+            peft.LoraConfig,
+            peft.IA3Config,
+            peft.__version__,
+            peft.PromptTuningConfig,
+            peft.PrefixTuningConfig,
+        )
     raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")

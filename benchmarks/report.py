@@ -79,6 +79,15 @@ RATIOS: list[Ratio] = [
     Ratio("RSS added by training, ours / HF", "peak_memory", "ours_training_rss_mb", "hf_training_rss_mb"),
     Ratio("IA3 training step, ours / HF", "ia3_step", "ours", "hf"),  # the issue sets no IA3 target
     Ratio("IA3 training step, ours / floor", "ia3_step", "ours", "floor"),
+    Ratio("prompt tuning training step, ours / HF", "prompt_step", "ours", "hf", "<= 0.90", at_most(0.90)),
+    Ratio("prompt tuning training step, ours / floor (148 positions)", "prompt_step", "ours", "floor"),
+    Ratio("prompt tuning training step, HF / floor (148 positions)", "prompt_step", "hf", "floor"),
+    Ratio("prefix tuning training step, ours / HF", "prefix_step", "ours", "hf", "<= 0.90", at_most(0.90)),
+    Ratio("prefix tuning training step, ours / floor", "prefix_step", "ours", "floor"),
+    Ratio("generate with cache, prompt tuning, ours / HF", "generate_cache", "ours_prompt", "hf_prompt"),
+    Ratio("generate with cache, prefix tuning, ours / HF", "generate_cache", "ours_prefix", "hf_prefix"),
+    Ratio("generate with cache, prompt tuning / base", "generate_cache", "ours_prompt", "base"),
+    Ratio("generate with cache, prefix tuning / base", "generate_cache", "ours_prefix", "base"),
 ]
 
 

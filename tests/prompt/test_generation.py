@@ -112,3 +112,17 @@ def test_an_adapter_with_a_head_loaded_for_training_trains_its_saved_tokens_dire
         warnings.simplefilter("ignore")
         again = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "again")
     torch.testing.assert_close(again(input_ids=PROMPT).logits, loaded(input_ids=PROMPT).logits, atol=0, rtol=0)
+
+
+def test_prefix_tuning_trains_an_encoder_decoder_model_from_labels_alone() -> None:
+    """T5 makes its decoder inputs from the labels; the prefix's batch comes from the encoder input."""
+    from support.models import tiny_t5
+
+    model = get_peft_model(tiny_t5(), PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=2))
+    loss = model(input_ids=PROMPT, labels=PROMPT[:, :3].contiguous()).loss
+    loss.backward()
+    assert model.base_model.adapter_module("default").embedding.weight.grad is not None
+    encoded = model.get_base_model().get_encoder()(input_ids=PROMPT)
+    with torch.no_grad():
+        from_encoder = model(encoder_outputs=encoded, labels=PROMPT[:, :3].contiguous()).loss
+    torch.testing.assert_close(from_encoder, loss.detach(), atol=1e-6, rtol=0)

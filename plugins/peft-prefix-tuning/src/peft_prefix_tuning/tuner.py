@@ -25,6 +25,8 @@ from peft_prompt_tuning import PromptLearningTuner
 from peft_prompt_tuning.inputs import adjust_ids, batch_size, named_inputs, needs_virtual_tokens, with_prefix_mask
 
 SEQ_2_SEQ = TaskType.SEQ_2_SEQ_LM.value
+# Where a forward's batch size can be read (an encoder-decoder model may get only encoder_outputs and labels).
+BATCH_KEYS = ("input_ids", "inputs_embeds", "decoder_input_ids", "decoder_inputs_embeds", "labels")
 
 
 def _kv_sizes(model: nn.Module, config: PrefixTuningConfig) -> dict[str, int]:
@@ -116,7 +118,7 @@ class PrefixTuningTuner(PromptLearningTuner):
             inputs[mask_key] = with_prefix_mask(inputs[mask_key], count)
         adjust_ids(inputs, task, position_offset=count)
         if needs_virtual_tokens({"past_key_values": inputs.get("past_key_values")}):
-            inputs["past_key_values"] = self._cache(model, batch_size(inputs))
+            inputs["past_key_values"] = self._cache(model, batch_size(inputs, *BATCH_KEYS))
         return (), inputs
 
     def prepare_generation_inputs(self, model: AdaptedModel, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +127,9 @@ class PrefixTuningTuner(PromptLearningTuner):
         inputs = dict(kwargs)
         if task == SEQ_2_SEQ:
             if needs_virtual_tokens(inputs):
-                inputs["past_key_values"] = self._cache(model, batch_size(inputs, "decoder_input_ids"))
+                inputs["past_key_values"] = self._cache(
+                    model, batch_size(inputs, "decoder_input_ids", "decoder_inputs_embeds")
+                )
             return inputs
         if inputs.get("attention_mask") is not None:
             inputs["attention_mask"] = with_prefix_mask(inputs["attention_mask"], count)

@@ -40,13 +40,14 @@ def named_inputs(function: Callable[..., Any], args: tuple[Any, ...], kwargs: di
     return named
 
 
-def batch_size(inputs: dict[str, Any], ids_key: str = "input_ids", embeds_key: str = "inputs_embeds") -> int:
-    """Rows of the batch, from the ids or the embeddings."""
-    for key in (ids_key, embeds_key):
+def batch_size(inputs: dict[str, Any], *keys: str) -> int:
+    """Rows of the batch, from the first of ``keys`` (default: the ids or the embeddings) given."""
+    keys = keys or ("input_ids", "inputs_embeds")
+    for key in keys:
         value = inputs.get(key)
         if isinstance(value, Tensor):
             return int(value.shape[0])
-    raise PeftError(f"prompt learning needs {ids_key} or {embeds_key} to know the batch")
+    raise PeftError(f"prompt learning needs one of {', '.join(keys)} to know the batch")
 
 
 def with_prefix_mask(mask: Any, count: int) -> Any:

@@ -56,7 +56,11 @@ def _same(a: dict[str, object], b: dict[str, object]) -> bool:
 def test_saved_files_follow_the_hugging_face_layout(tmp_path: Path) -> None:
     _, model = _trained(modules_to_save=["head"])
     model.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
     tensors = load_file(tmp_path / "adapter_model.safetensors")
     assert {k: tuple(v.shape) for k, v in tensors.items()} == {
         "base_model.model.emb.lora_embedding_A": (4, 20),
@@ -110,7 +114,7 @@ def test_non_default_adapters_live_in_subfolders_and_load_under_any_name(tmp_pat
         loaded.set_adapter("first" if name == "default" else name)
         assert torch.equal(_out(loaded), _out(model))
     model.save_pretrained(tmp_path / "only", selected_adapters=["second"])
-    assert [p.name for p in (tmp_path / "only").iterdir()] == ["second"]
+    assert [p.name for p in (tmp_path / "only").iterdir()] == ["README.md", "second"]
 
 
 def test_adapter_names_that_are_key_prefixes_or_weird_module_names_work(tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ def test_we_save_hf_loads(case: Case, tmp_path: Path) -> None:
     base = base_model(case)
     ours = our_model(base, case.ours(), adapter_name="fr")
     ours.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "fr"]
     theirs = hf_load(base, tmp_path / "fr", adapter_name="fr")
     assert_same_outputs(ours, theirs, base, inputs_for(case.model))
 

@@ -36,7 +36,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.mark.parametrize("name", list(EXAMPLES))
 def test_the_generated_plugin_installs_and_passes_its_own_tests(installed: tuple[Path, Path], name: str) -> None:
     root, site = installed
-    kind, fields, passed = EXAMPLES[name]
+    _, fields, passed = EXAMPLES[name]
     result = python(["-m", "pytest", "-q", "-p", "no:cacheprovider"], site, cwd=root / f"peft-{name}")
     assert result.returncode == 0, result.stdout + result.stderr
     # module: 12 conformance checks + 2 of its own; prompt: 12 checks, 1 skipped (merge_and_unload), + 2

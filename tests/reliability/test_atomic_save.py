@@ -114,7 +114,7 @@ def test_a_crash_at_any_point_leaves_a_consistent_pair(
     monkeypatch.undo()
     assert torch.equal(_outputs(base, tmp_path), old if expected == "old" else new)
     model.save_pretrained(tmp_path)  # the next save recovers and tidies up
-    assert sorted(_files(tmp_path)) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(_files(tmp_path)) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     assert torch.equal(_outputs(base, tmp_path), new)
 
 

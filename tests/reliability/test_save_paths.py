@@ -53,7 +53,7 @@ def process_group() -> Iterator[None]:
 def _perturbed(model: nn.Module) -> None:
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.requires_grad:
                 param.add_(0.3 * torch.randn(param.shape, generator=generator))
 

@@ -20,8 +20,11 @@ from peft_core.api.auto import (
     AutoPeftModelForSequenceClassification,
     AutoPeftModelForTokenClassification,
 )
+from peft_core.api.base_state import get_base_model_state_dict, set_base_model_state_dict
+from peft_core.api.checkpointing import load_peft_weights
 from peft_core.api.functions import get_peft_model, hotswap_adapter, inject_adapter_in_model
 from peft_core.api.peft_model import PeftModel
+from peft_core.api.status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 from peft_core.api.task_models import (
     MODEL_TYPE_TO_PEFT_MODEL_MAPPING,
     PeftModelForCausalLM,
@@ -85,8 +88,13 @@ __all__ = [
     "PluginNotInstalledError",
     "TargetNotFoundError",
     "TaskType",
+    "TunerLayerStatus",
+    "TunerModelStatus",
     "UnknownFieldError",
     "adapter_rows",
+    "get_base_model_state_dict",
+    "get_layer_status",
+    "get_model_status",
     "get_peft_model",
     "get_peft_model_state_dict",
     "hookimpl",
@@ -94,12 +102,18 @@ __all__ = [
     "hotswap_adapter",
     "hotswap_adapter_from_state_dict",
     "inject_adapter_in_model",
+    "load_peft_weights",
     "prepare_for_hotswap",
+    "prepare_model_for_compiled_hotswap",
     "register",
     "register_tuner",
     "registry",
+    "set_base_model_state_dict",
     "set_peft_model_state_dict",
 ]
+
+#: Hugging Face PEFT's name for ``prepare_for_hotswap``.
+prepare_model_for_compiled_hotswap = prepare_for_hotswap
 
 
 def __getattr__(name: str) -> Any:

@@ -2,37 +2,32 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, SupportsIndex
 
-from torch import Tensor, nn
+from torch import nn
 
 from peft_core.api.activation_checkpointing import ActivationCheckpointing, is_checkpointing, require_input_grads
+from peft_core.api.checkpointing import Checkpointing
 from peft_core.api.model_hooks import ModelHooks
+from peft_core.api.signature import reduce_signed, signed_class
+from peft_core.api.status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
 from peft_core.contract.config import PeftConfig
-from peft_core.engine import TunedModel, adapter_rows, add_weighted_adapter
-from peft_core.errors import AdapterLoadError, ConfigError, PeftError
-from peft_core.io.checkpoint import adapter_subdir, read_adapter, write_adapter
-from peft_core.io.hf_compat import fit_loaded_config
-from peft_core.io.loading import (
-    DEFAULT_ADAPTER,
-    LoadReport,
-    load_checked_state_dict,
-    raise_or_warn,
-    select_adapter_state_dict,
-    set_peft_model_state_dict,
-)
-from peft_core.io.precheck import check_adapter_fits, describe_error
+from peft_core.contract.layer import adapter_layers
+from peft_core.engine import ModulesToSaveWrapper, TunedModel, adapter_rows, add_weighted_adapter, refuse_adapted
+from peft_core.errors import ConfigError, PeftError
+from peft_core.io.loading import DEFAULT_ADAPTER
 
 
-class PeftModel(ActivationCheckpointing, nn.Module):
+class PeftModel(Checkpointing, ActivationCheckpointing, nn.Module):
     """Wraps a model whose targeted modules carry adapters.
 
     Unknown attributes fall through to the wrapped model (``generate``, ``config``...).
     All adapters on one model belong to one method (tuner). ``base_model`` is the
-    ``TunedModel`` holding the user's model as ``base_model.model``.
+    ``TunedModel`` holding the user's model as ``base_model.model``. Like Hugging Face
+    PEFT, wrapping changes ``model`` in place: it is the model inside, adapters and all.
     """
 
     #: The task-type subclasses (``PeftModelForCausalLM``...) by ``task_type``, registered by
@@ -69,12 +64,19 @@ class PeftModel(ActivationCheckpointing, nn.Module):
     ) -> None:
         """``low_cpu_mem_usage``: the adapter's tensors are not initialised (a load fills them)."""
         super().__init__()
+        refuse_adapted(model)
+        self.__class__ = signed_class(getattr(type(self), "_unsigned_class", type(self)), type(model))
         self.base_model = TunedModel(model)
         self.autocast_adapter_dtype = autocast_adapter_dtype
         self._hooks = ModelHooks(self.base_model)
         self._add(adapter_name, peft_config, loading=low_cpu_mem_usage)
         if is_checkpointing(model):  # switched on before wrapping: adapters need input grads
             require_input_grads(model)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
+        if hasattr(type(self), "_signed_for"):  # the class that shows the wrapped model's signature
+            return reduce_signed(self, int(protocol))
+        return super().__reduce_ex__(protocol)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -129,22 +131,83 @@ class PeftModel(ActivationCheckpointing, nn.Module):
     def active_adapter(self) -> str | list[str]:
         return self.base_model.active_adapter
 
-    def add_adapter(self, adapter_name: str, peft_config: PeftConfig) -> None:
-        """Add a new adapter (not made active unless it is the first one)."""
-        self._add(adapter_name, peft_config, loading=False)
+    @property
+    def active_peft_config(self) -> PeftConfig:
+        """The stored config of the (first) active adapter."""
+        return self.peft_config[self.active_adapters[0]]
 
-    def _add(self, adapter_name: str, peft_config: PeftConfig, loading: bool) -> None:
+    @property
+    def targeted_module_names(self) -> list[str]:
+        """Paths (in the user's model) of the modules that adapters wrap, modules_to_save excluded."""
+        return [p for p, layer in adapter_layers(self.get_base_model()) if not isinstance(layer, ModulesToSaveWrapper)]
+
+    @property
+    def modules_to_save(self) -> set[str] | None:
+        """The ``modules_to_save`` entries of every adapter (None when there are none)."""
+        entries = {e for c in self.peft_config.values() for e in (getattr(c, "modules_to_save", None) or [])}
+        return entries or None
+
+    def add_adapter(
+        self,
+        adapter_name: str,
+        peft_config: PeftConfig,
+        low_cpu_mem_usage: bool = False,
+        autocast_adapter_dtype: bool | None = None,
+    ) -> None:
+        """Add a new adapter (not made active unless it is the first one).
+
+        ``low_cpu_mem_usage``: leave its tensors uninitialised (a load fills them next);
+        ``autocast_adapter_dtype``: fp32 adapter tensors on a half-precision base (default:
+        what the model was created with).
+        """
+        autocast = self.autocast_adapter_dtype if autocast_adapter_dtype is None else autocast_adapter_dtype
+        self._add(adapter_name, peft_config, loading=low_cpu_mem_usage, autocast=autocast)
+
+    def _add(self, adapter_name: str, peft_config: PeftConfig, loading: bool, autocast: bool | None = None) -> None:
         if adapter_name in self.peft_config:
             raise PeftError(f"adapter {adapter_name!r} already exists; delete_adapter() it first or pick another name")
         peft_config = self._fit_task(peft_config)
-        if peft_config.base_model_name_or_path is None:
-            name = getattr(getattr(self.get_base_model(), "config", None), "name_or_path", None)
-            peft_config = peft_config.model_copy(update={"base_model_name_or_path": name or None})
-        self.base_model.inject_adapter(peft_config, adapter_name, self.autocast_adapter_dtype, loading=loading)
+        name = getattr(getattr(self.get_base_model(), "config", None), "name_or_path", None) or None
+        given = peft_config.base_model_name_or_path
+        if given is None:
+            peft_config = peft_config.model_copy(update={"base_model_name_or_path": name})
+        elif name is not None and given != name:
+            warnings.warn(
+                f"the config's base_model_name_or_path is {given!r} but the model was loaded from {name!r}; "
+                "keeping yours (Hugging Face PEFT would replace it)",
+                UserWarning,
+                stacklevel=3,
+            )
+        autocast = self.autocast_adapter_dtype if autocast is None else autocast
+        self.base_model.inject_adapter(peft_config, adapter_name, autocast, loading=loading)
 
-    def set_adapter(self, adapter_name: str | Sequence[str]) -> None:
-        """Make these adapters active (trainability is not changed)."""
+    def set_adapter(self, adapter_name: str | Sequence[str], inference_mode: bool | None = None) -> None:
+        """Make these adapters active.
+
+        Trainability is left as it is by default. ``inference_mode=False`` is Hugging Face
+        PEFT's behaviour: these adapters become trainable and every other one frozen;
+        ``inference_mode=True`` freezes them.
+        """
         self.base_model.set_adapter(adapter_name)
+        if inference_mode is not None:
+            names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+            others = [n for n in self.peft_config if n not in names]
+            self.set_requires_grad(names, not inference_mode)
+            if not inference_mode and others:
+                self.set_requires_grad(others, False)
+
+    def set_requires_grad(self, adapter_names: str | Sequence[str], requires_grad: bool = True) -> None:
+        """Make these adapters' tensors trainable (or frozen); nothing else changes."""
+        names = {adapter_names} if isinstance(adapter_names, str) else set(adapter_names)
+        unknown = sorted(names - set(self.peft_config))
+        if unknown:
+            raise PeftError(f"unknown adapters {unknown}; this model has {list(self.peft_config)}")
+        for name in names:
+            for _, layer in adapter_layers(self.get_base_model()):
+                for param in layer.adapter_parameters(name):
+                    param.requires_grad_(requires_grad)
+            if name in self.base_model.adapter_modules:
+                self.base_model.adapter_modules[name].requires_grad_(requires_grad)
 
     def delete_adapter(self, adapter_name: str) -> None:
         """Remove an adapter; if it was the only active one, the first remaining becomes active."""
@@ -210,6 +273,14 @@ class PeftModel(ActivationCheckpointing, nn.Module):
         assert isinstance(model, nn.Module)
         return model
 
+    def get_layer_status(self) -> list[TunerLayerStatus]:
+        """The adapter state of each adapter layer (Hugging Face PEFT's ``TunerLayerStatus``)."""
+        return get_layer_status(self)
+
+    def get_model_status(self) -> TunerModelStatus:
+        """The adapter state of the model (Hugging Face PEFT's ``TunerModelStatus``)."""
+        return get_model_status(self)
+
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts, adapters included."""
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -219,118 +290,3 @@ class PeftModel(ActivationCheckpointing, nn.Module):
         trainable, total = self.get_nb_trainable_parameters()
         share = 100 * trainable / total if total else 0.0
         print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {share:.4f}")
-
-    # --- checkpoints ---
-
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike[str],
-        selected_adapters: Sequence[str] | None = None,
-        state_dict: Mapping[str, Tensor] | None = None,
-        is_main_process: bool = True,
-        **_: Any,
-    ) -> None:
-        """Write each adapter (default: all) in the Hugging Face PEFT layout, atomically.
-
-        As in Hugging Face PEFT (and as its Trainer calls it): ``state_dict`` is a full
-        model state dict gathered by the caller (named as ``self.state_dict()`` names it)
-        to take the adapter tensors from; ``is_main_process=False`` writes nothing.
-        Sharded models: see ``peft_core.integrations.distributed.save_pretrained``.
-        """
-        names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
-        unknown = [n for n in names if n not in self.peft_config]
-        if unknown:
-            raise PeftError(f"cannot save unknown adapters {unknown}; this model has {list(self.peft_config)}")
-        if not is_main_process:
-            return
-        for name in names:
-            if state_dict is None:
-                tensors = self.base_model.tensors_to_save(name)
-            else:
-                tensors = select_adapter_state_dict(self, state_dict, name)
-            write_adapter(adapter_subdir(save_directory, name), self.peft_config[name], tensors)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        model: nn.Module,
-        model_id: str | os.PathLike[str],
-        adapter_name: str = DEFAULT_ADAPTER,
-        is_trainable: bool = False,
-        strict: bool = True,
-        autocast_adapter_dtype: bool = True,
-    ) -> PeftModel:
-        """Wrap ``model`` and load the adapter saved in directory ``model_id``.
-
-        The result is the task-type class of the saved ``task_type`` (``PeftModelForCausalLM``...),
-        whichever class this is called on, as in Hugging Face PEFT; without a saved task type,
-        this class (whose task, if any, the adapter gets).
-
-        A load that fails raises ``AdapterLoadError`` and leaves ``model`` as it was.
-        """
-        config, tensors = read_adapter(model_id)
-        model_class = PeftModel.task_models.get(str(config.task_type), cls)
-        config = model_class._fit_task(fit_loaded_config(config, model))
-        config = config.model_copy(update={"inference_mode": not is_trainable})
-        checked = check_adapter_fits(model, config, tensors, adapter_name, strict, model_id, autocast_adapter_dtype)
-        grad_flags = [(p, p.requires_grad) for p in model.parameters()]
-        try:
-            peft_model = model_class(model, config, adapter_name, autocast_adapter_dtype, _covers_every_tensor(checked))
-        except Exception as exc:  # injection rolled itself back; any failure of it is a load error here
-            raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {describe_error(exc)}") from exc
-        try:
-            _load_state_dict(peft_model, tensors, adapter_name, strict, checked)
-        except BaseException:
-            peft_model.base_model.unload_adapters(merge=False)
-            for param, flag in grad_flags:
-                param.requires_grad_(flag)
-            raise
-        if not is_trainable:
-            peft_model.eval()  # as Hugging Face PEFT: no adapter dropout in inference
-        return peft_model
-
-    def load_adapter(
-        self,
-        model_id: str | os.PathLike[str],
-        adapter_name: str,
-        is_trainable: bool = False,
-        strict: bool = True,
-    ) -> LoadReport:
-        """Add the adapter saved in ``model_id`` as ``adapter_name`` (not made active)."""
-        config, tensors = read_adapter(model_id)
-        config = self._fit_task(fit_loaded_config(config, self.get_base_model())).model_copy(
-            update={"inference_mode": not is_trainable}
-        )
-        if adapter_name in self.peft_config:
-            raise AdapterLoadError(f"adapter {adapter_name!r} already exists; delete_adapter() it or pick another name")
-        checked = check_adapter_fits(
-            self.get_base_model(), config, tensors, adapter_name, strict, model_id, self.autocast_adapter_dtype
-        )
-        try:
-            self._add(adapter_name, config, loading=_covers_every_tensor(checked))
-        except Exception as exc:  # injection rolled itself back
-            raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {describe_error(exc)}") from exc
-        try:
-            report = _load_state_dict(self, tensors, adapter_name, strict, checked)
-        except BaseException:
-            self.delete_adapter(adapter_name)
-            raise
-        if not is_trainable:
-            self.eval()  # as Hugging Face PEFT: no adapter dropout in inference
-        return report
-
-
-def _covers_every_tensor(checked: LoadReport | None) -> bool:
-    """Whether the checked checkpoint overwrites every tensor of the new adapter."""
-    return checked is not None and not checked.missing and not checked.mismatched
-
-
-def _load_state_dict(
-    model: PeftModel, tensors: Mapping[str, Tensor], adapter_name: str, strict: bool, checked: LoadReport | None
-) -> LoadReport:
-    """Load ``tensors``; a load whose pre-check ran (``checked``) does not check them again."""
-    if checked is None:
-        return set_peft_model_state_dict(model, tensors, adapter_name, strict=strict)
-    raise_or_warn(checked, adapter_name, strict)  # the non-strict warning; errors were raised already
-    load_checked_state_dict(model, tensors, adapter_name, checked)
-    return checked

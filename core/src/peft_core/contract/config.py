@@ -11,7 +11,7 @@ import enum
 import json
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from peft_core.errors import ConfigError, UnknownFieldError
+
+#: How ``PeftConfig.from_pretrained`` finds the installed plugin's class for a ``peft_type``:
+#: set by the registry (the layer above) when it is imported.
+config_class_resolver: Callable[[str], type[PeftConfig]] | None = None
 
 # Keys Hugging Face PEFT writes as metadata; they carry no meaning for the adapter itself.
 METADATA_KEYS = frozenset({"peft_version", "auto_mapping"})
@@ -166,6 +170,27 @@ class PeftConfig(BaseModel):
                 stacklevel=2,
             )
         return cls(**fields)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, subfolder: str | None = None) -> PeftConfig:
+        """The config in ``<folder>[/subfolder]/adapter_config.json`` (a local folder).
+
+        On ``PeftConfig`` itself the class is the installed plugin's for the file's
+        ``peft_type`` (``LoraConfig`` for "LORA"); on a subclass, that class.
+        """
+        path = Path(pretrained_model_name_or_path) / (subfolder or "") / CONFIG_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc} (configs are read from local folders)") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} does not hold a JSON object")
+        target = cls
+        if cls is PeftConfig or "peft_type" not in cls.model_fields or cls.model_fields["peft_type"].default is None:
+            if config_class_resolver is None or not isinstance(data.get("peft_type"), str):
+                raise ConfigError(f"{path} has no usable peft_type: {data.get('peft_type')!r}")
+            target = config_class_resolver(data["peft_type"])
+        return target.from_json_dict(data)
 
     def save_pretrained(self, save_directory: str | Path) -> None:
         """Write ``adapter_config.json`` into ``save_directory`` (created if needed)."""

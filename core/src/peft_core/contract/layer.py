@@ -152,8 +152,9 @@ class AdapterLayer(nn.Module):
 
     # --- hotswap (used where ``capabilities.hotswap``) ---
 
-    def prepare_hotswap(self, max_rank: int) -> None:
-        """Make every adapter swappable for one of rank <= ``max_rank`` without new shapes."""
+    def prepare_hotswap(self, max_rank: int | None) -> None:
+        """Make every adapter swappable for one of rank <= ``max_rank`` without new shapes or
+        recompiles (None: keep the current ranks, only make the swap recompile-free)."""
 
     def check_hotswap(self, adapter_name: str, tensors: Mapping[str, Tensor], config: PeftConfig) -> None:
         """Raise ``PeftError`` unless ``tensors`` (keys as in ``adapter_state_dict``) can be swapped in.
@@ -179,10 +180,12 @@ class AdapterLayer(nn.Module):
 
     @property
     def adapter_names(self) -> list[str]:
+        """The adapters this layer holds, in the order they were added."""
         return list(self.adapter_configs)
 
     @property
     def merged(self) -> bool:
+        """Whether some adapter is merged into the base weights."""
         return bool(self.merged_adapters)
 
     @property
@@ -284,3 +287,25 @@ def adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
             yield from visit(f"{path}.{name}" if path else name, child)
 
     yield from visit("", model)
+
+
+#: Child names under which torch's wrappers hold the module they wrap (FSDP1, activation
+#: checkpointing, torch.compile): they are no part of a checkpoint key.
+WRAPPER_CHILDREN = frozenset({"_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod"})
+
+
+def key_paths(model: nn.Module) -> dict[int, str]:
+    """``id(module) -> dotted path as checkpoint keys name it``: the path in the module tree
+    without the wrappers' own levels, so keys are the same whatever wraps the model."""
+    paths: dict[int, str] = {}
+
+    def visit(path: str, module: nn.Module) -> None:
+        if id(module) in paths:
+            return
+        paths[id(module)] = path
+        for name, child in module._modules.items():
+            if child is not None:
+                visit(path if name in WRAPPER_CHILDREN else f"{path}.{name}" if path else name, child)
+
+    visit("", model)
+    return paths

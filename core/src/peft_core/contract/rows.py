@@ -28,6 +28,7 @@ class RowRouting:
 
     @property
     def rows(self) -> int:
+        """The batch size this routing is for."""
         return int(self.row_index.shape[0])
 
     def check_rows(self, batch: int) -> None:

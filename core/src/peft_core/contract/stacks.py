@@ -53,6 +53,7 @@ class StackCache(Generic[T]):
         sources: Callable[[], Sequence[Sequence[Tensor]]],
         build: Callable[[], T],
     ) -> T:
+        """The cached value, rebuilt by ``build()`` if ``key`` changed or a ``used`` adapter's tensors did."""
         if self._value is None or key != self._key or any(self._changed(i) for i in used):
             self._value = build()
             self._key = key
@@ -64,6 +65,7 @@ class StackCache(Generic[T]):
         return any(t._version != version or t.data_ptr() != ptr for t, version, ptr in self._signatures[index])
 
     def clear(self) -> None:
+        """Forget the value (the next ``get`` builds it)."""
         self._key, self._value, self._signatures = None, None, []
 
 

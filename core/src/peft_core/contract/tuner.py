@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from torch import Tensor, nn
 
 from peft_core.contract.capabilities import NONE, Capabilities
-from peft_core.contract.layer import adapter_layers
+from peft_core.contract.layer import adapter_layers, key_paths
 from peft_core.contract.matching import is_conv1d
 from peft_core.errors import ConfigError, PeftError
 
@@ -189,12 +189,16 @@ class BaseTuner:
         ``extra_trainable_parameters``, and a model-level adapter's ``state_dict`` keys.
         """
         config = model.peft_config[adapter_name]
+        paths = key_paths(model.model)  # wrappers (FSDP1, checkpointing) add no key level
         tensors: dict[str, Tensor] = {}
-        for path, layer in adapter_layers(model.model):
+        for _, layer in adapter_layers(model.model):
+            prefix = MODEL_PREFIX + (f"{paths[id(layer)]}." if paths[id(layer)] else "")
             for key, tensor in layer.adapter_state_dict(adapter_name).items():
-                tensors[f"{MODEL_PREFIX}{path}.{key}" if path else f"{MODEL_PREFIX}{key}"] = tensor
+                tensors[prefix + key] = tensor
         for path, param in self.extra_trainable_parameters(model.model, config).items():
-            tensors[MODEL_PREFIX + path] = param
+            owner, _, leaf = path.rpartition(".")
+            owner_path = paths[id(model.model.get_submodule(owner))]
+            tensors[MODEL_PREFIX + (f"{owner_path}.{leaf}" if owner_path else leaf)] = param
         try:
             module = model.adapter_module(adapter_name)
         except KeyError:

@@ -12,7 +12,7 @@ from peft_core.engine.modules_to_save import ModulesToSaveWrapper
 from peft_core.engine.rows import adapter_rows
 from peft_core.engine.state import adapter_config, model_configs
 from peft_core.engine.targeting import validate_adapter_name
-from peft_core.engine.tuned_model import TunedModel, unwrap_model, view_of
+from peft_core.engine.tuned_model import TunedModel, refuse_adapted, unwrap_model, view_of
 from peft_core.engine.weighted import add_weighted_adapter
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "inject",
     "model_configs",
     "prepare_for_hotswap",
+    "refuse_adapted",
     "unwrap_model",
     "validate_adapter_name",
     "view_of",

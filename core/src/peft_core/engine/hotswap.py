@@ -10,7 +10,9 @@ Only layers declaring ``capabilities.hotswap`` take part; the layer's own
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
+from typing import Literal
 
 from torch import Tensor, nn
 
@@ -31,14 +33,38 @@ def inner_model(model: nn.Module) -> nn.Module:
     return inner
 
 
-def prepare_for_hotswap(model: nn.Module, max_rank: int) -> None:
-    """Once, before ``torch.compile``: let adapters of any rank <= ``max_rank`` be swapped in
-    later without recompiling. Outputs do not change (the padding is exact zeros)."""
-    if max_rank <= 0:
-        raise PeftError(f"max_rank must be > 0, got {max_rank}")
-    for _, layer in adapter_layers(inner_model(model)):
-        if type(layer).capabilities.hotswap:
-            layer.prepare_hotswap(max_rank)
+def prepare_for_hotswap(
+    model: nn.Module,
+    max_rank: int | None = None,
+    *,
+    target_rank: int | None = None,
+    config: object = None,
+    check_compiled: Literal["error", "warn", "ignore"] = "error",
+) -> None:
+    """Once, after loading the first adapter and before ``torch.compile``: let adapters of any
+    rank <= ``max_rank`` be swapped in later without recompiling. Outputs do not change (the
+    padding is exact zeros; scalings become tensors so new values need no recompile).
+
+    Hugging Face PEFT's ``prepare_model_for_compiled_hotswap`` arguments are accepted:
+    ``target_rank`` (= ``max_rank``), ``check_compiled`` (an already compiled model:
+    "error", "warn" or "ignore"); ``config`` is not needed (the stored configs are
+    updated by the swap itself) and is ignored.
+    """
+    rank = target_rank if max_rank is None else max_rank
+    if target_rank is not None and max_rank is not None and target_rank != max_rank:
+        raise PeftError(f"max_rank={max_rank} and target_rank={target_rank} disagree; give one of them")
+    if isinstance(model, nn.Module) and "_orig_mod" in model._modules and check_compiled != "ignore":
+        message = "prepare_for_hotswap is called on a compiled model: call it before torch.compile"
+        if check_compiled == "error":
+            raise PeftError(message)
+        warnings.warn(message, UserWarning, stacklevel=2)
+    if rank is not None and rank <= 0:
+        raise PeftError(f"max_rank must be > 0, got {rank}")
+    layers = [layer for _, layer in adapter_layers(inner_model(model)) if type(layer).capabilities.hotswap]
+    if not layers:
+        raise PeftError("prepare_for_hotswap: the model has no adapter layer that can be hotswapped")
+    for layer in layers:
+        layer.prepare_hotswap(rank)
 
 
 def hotswap_adapter_from_state_dict(
@@ -94,6 +120,16 @@ def _refuse_model_level_adapter(model: nn.Module, adapter_name: str) -> None:
         )
 
 
+def _check_saved_base(layer: AdapterLayer, key: str, tensor: Tensor) -> None:
+    """Base weights saved with an adapter (its embeddings) are not swapped: they must be the model's."""
+    live = layer.get_parameter(key)
+    if live.shape != tensor.shape or not bool((live.detach().cpu() == tensor.to(live.dtype)).all()):
+        raise AdapterLoadError(
+            f"the checkpoint carries base weights {key!r} that differ from the model's (a resized embedding?): "
+            "a hotswap changes adapters only; use load_adapter() into a matching base model"
+        )
+
+
 def _split_by_layer(
     state_dict: Mapping[str, Tensor], layers: Mapping[str, AdapterLayer]
 ) -> dict[str, dict[str, Tensor]]:
@@ -107,6 +143,8 @@ def _split_by_layer(
         path = next((p for p in ordered if name.startswith(p + ".")), None)
         if path is None:
             stray.append(key)
+        elif name[len(path) + 1 :].startswith("base_layer."):
+            _check_saved_base(layers[path], name[len(path) + 1 :], tensor)
         else:
             per_layer[path][name[len(path) + 1 :]] = tensor
     if stray:

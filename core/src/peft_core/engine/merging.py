@@ -8,6 +8,7 @@ part-way takes the written layers back out (within one rounding step) and raises
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -82,6 +83,9 @@ def merge(
     CPU memory for the residues; without, within one rounding step.
     """
     names, layers = check_merge(model, adapter_names, reversible=True, safe=safe)
+    if layers and not any(_to_merge(layer, names) for _, layer in layers):
+        warnings.warn("All adapters are already merged, nothing to do.", UserWarning, stacklevel=3)
+        return
     done: list[tuple[AdapterLayer, list[str]]] = []
     try:
         for _, layer in layers:

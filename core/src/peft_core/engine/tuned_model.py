@@ -214,18 +214,22 @@ class TunedModel(nn.Module):
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The model inside training wrappers: DDP/DataParallel/DeepSpeed (``.module``) and
-    ``torch.compile`` (``._orig_mod``)."""
+    """The model inside training wrappers: DDP/DataParallel/DeepSpeed (``.module``), FSDP1
+    (``._fsdp_wrapped_module``) and ``torch.compile`` (``._orig_mod``)."""
     while True:
-        compiled = model._modules.get("_orig_mod")
-        wrapped = model._modules.get("module") if type(model).__name__ in _WRAPPERS else None
-        inner = compiled if compiled is not None else wrapped
+        child = _WRAPPERS.get(type(model).__name__, "_orig_mod")
+        inner = model._modules.get(child)
         if inner is None:
             return model
         model = inner
 
 
-_WRAPPERS = frozenset({"DistributedDataParallel", "DataParallel", "DeepSpeedEngine"})
+_WRAPPERS = {
+    "DistributedDataParallel": "module",
+    "DataParallel": "module",
+    "DeepSpeedEngine": "module",
+    "FullyShardedDataParallel": "_fsdp_wrapped_module",
+}
 
 
 def view_of(model: nn.Module) -> TunedModel:
@@ -241,3 +245,20 @@ def view_of(model: nn.Module) -> TunedModel:
     view = TunedModel(model)
     view._active = state.active_adapter_names(model)
     return view
+
+
+def refuse_adapted(model: nn.Module) -> None:
+    """Refuse to wrap a model that already holds adapters, saying why it holds them and what to do."""
+    if isinstance(model._modules.get("base_model"), TunedModel):
+        raise PeftError(
+            "the model is a PeftModel already; add another adapter with model.add_adapter(name, config) or "
+            "model.load_adapter(path, adapter_name=name), or start again from model.unload()"
+        )
+    held = sorted(state.model_configs(model))
+    if held:
+        raise PeftError(
+            f"this model already holds the adapters {held}: get_peft_model and PeftModel.from_pretrained change the "
+            "model you pass in place (it is the one inside the PeftModel they returned). Load into a fresh base "
+            "model, add to the PeftModel you have (peft_model.load_adapter(path, adapter_name=...)), or call "
+            "peft_model.unload() first"
+        )

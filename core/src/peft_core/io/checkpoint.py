@@ -74,7 +74,7 @@ def write_adapter(directory: str | os.PathLike[str], config: PeftConfig, tensors
     path = Path(directory)
     config_json = config.to_json_dict()
     config_json["inference_mode"] = True
-    contiguous = {key: tensor.detach().contiguous() for key, tensor in tensors.items()}
+    contiguous = _unaliased({key: tensor.detach().contiguous() for key, tensor in tensors.items()})
     text = json.dumps(config_json, indent=2, sort_keys=True) + "\n"
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -87,6 +87,18 @@ def write_adapter(directory: str | os.PathLike[str], config: PeftConfig, tensors
         )
     except OSError as exc:
         raise AdapterSaveError(f"could not save the adapter to {path}: {exc}; the previous files are intact") from exc
+
+
+def _unaliased(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Copies for tensors that share storage with an earlier one (tied weights): safetensors
+    refuses aliases, and each key must load on its own."""
+    seen: set[tuple[int, object]] = set()
+    result = {}
+    for key, tensor in tensors.items():
+        where = (tensor.untyped_storage().data_ptr(), tensor.storage_offset()) if tensor.numel() else (0, id(tensor))
+        result[key] = tensor.clone() if where in seen else tensor
+        seen.add(where)
+    return result
 
 
 def read_config_dict(directory: str | os.PathLike[str]) -> dict[str, Any]:

@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
+import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -80,3 +81,48 @@ def fit_loaded_config(config: PeftConfig, model: nn.Module) -> PeftConfig:
         kept = [entry for entry in entries if entry not in absent]
         config = config.model_copy(update={"modules_to_save": kept or None})
     return config
+
+
+def _transformers_renamer(model: nn.Module) -> Callable[[str], str] | None:
+    """transformers' own key renaming for this model's layout (its v5 conversion mapping), if any."""
+    if not hasattr(getattr(model, "config", None), "model_type"):
+        return None
+    try:  # optional dependency: only transformers models have renamings
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, apply_renamings
+    except ImportError:
+        return None
+    try:
+        transforms = get_model_conversion_mapping(model)
+    except Exception:  # a model transformers does not describe
+        return None
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    return (lambda key: str(apply_renamings(key, renamings))) if renamings else None
+
+
+def _regex_renamer(key_mapping: Mapping[str, str]) -> Callable[[str], str]:
+    def rename(key: str) -> str:
+        for pattern, replacement in key_mapping.items():
+            key = re.sub(pattern, replacement, key)
+        return key
+
+    return rename
+
+
+def map_checkpoint_keys(
+    model: nn.Module, state_dict: Mapping[str, Tensor], key_mapping: Mapping[str, str] | None = None
+) -> dict[str, Tensor]:
+    """Checkpoint keys of module adapters renamed for ``model``'s current layout.
+
+    An adapter saved for an older layout of a transformers model (``language_model.model.``
+    before transformers 5 moved it to ``model.language_model.``) loads as transformers loads
+    the model's own weights: with its renamings, or with ``key_mapping`` (regex ->
+    replacement, applied in order) when given. Keys of model-level adapters are kept.
+    """
+    rename = _regex_renamer(key_mapping) if key_mapping else _transformers_renamer(model)
+    if rename is None:
+        return dict(state_dict)
+    return {
+        MODEL_PREFIX + rename(key.removeprefix(MODEL_PREFIX)) if key.startswith(MODEL_PREFIX) else key: tensor
+        for key, tensor in state_dict.items()
+    }

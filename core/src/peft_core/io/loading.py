@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from peft_core.contract.layer import adapter_layers
+from peft_core.contract.layer import adapter_layers, key_paths
 from peft_core.contract.tuner import MODEL_PREFIX
 from peft_core.engine import TunedModel, unwrap_model, view_of
 from peft_core.errors import AdapterLoadError, AdapterSaveError, PeftError
@@ -106,10 +106,11 @@ LOADABLE_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def _rank_dims(view: TunedModel, adapter_name: str) -> dict[str, int]:
     """Checkpoint key -> the dimension holding the adapter's rank, for layers that declare it."""
     dims: dict[str, int] = {}
-    for path, layer in adapter_layers(view.model):
+    paths = key_paths(view.model)
+    for _, layer in adapter_layers(view.model):
         for key in layer.adapter_state_dict(adapter_name):
             if key in layer.rank_dims:
-                dims[f"{MODEL_PREFIX}{path}.{key}"] = layer.rank_dims[key]
+                dims[f"{MODEL_PREFIX}{paths[id(layer)]}.{key}"] = layer.rank_dims[key]
     return dims
 
 
@@ -140,8 +141,14 @@ def _misfit(value: object, target: Tensor, rank_dim: int | None) -> str | None:
 
 
 def _base_parameters(view: TunedModel) -> dict[str, Tensor]:
-    """Base parameters under checkpoint keys (tied weights under every name)."""
-    return {MODEL_PREFIX + n: p for n, p in view.model.named_parameters(remove_duplicate=False)}
+    """Base parameters under checkpoint keys (tied weights under every name, wrappers' levels left out)."""
+    paths = key_paths(view.model)
+    found: dict[str, Tensor] = {}
+    for module in view.model.modules(remove_duplicate=False):
+        for name, param in module._parameters.items():
+            if param is not None:
+                found[MODEL_PREFIX + (f"{paths[id(module)]}.{name}" if paths[id(module)] else name)] = param
+    return found
 
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], adapter_name: str) -> LoadReport:

@@ -18,6 +18,7 @@ import pluggy
 from importlib_metadata import entry_points
 from torch import nn
 
+from peft_core.contract import config as config_module
 from peft_core.contract import hookspecs
 from peft_core.contract.config import PeftConfig
 from peft_core.contract.layer import AdapterLayer
@@ -372,5 +373,6 @@ def _check_tuner_class(tuner: type[BaseTuner]) -> None:
 
 
 registry = PluginRegistry()
+config_module.config_class_resolver = lambda peft_type: registry.tuner_for_peft_type(peft_type).config_class
 register = registry.register
 register_tuner = registry.register_tuner

@@ -20,9 +20,11 @@ if TYPE_CHECKING:
     from peft_lora.layer import LoraLayer
 
 
-def pad_adapter(layer: LoraLayer, adapter_name: str, max_rank: int) -> None:
-    """Grow the adapter's ``A`` (dim 0) and ``B`` (dim 1) to ``max_rank`` with zeros; scaling as a tensor."""
+def pad_adapter(layer: LoraLayer, adapter_name: str, max_rank: int | None) -> None:
+    """Grow the adapter's ``A`` (dim 0) and ``B`` (dim 1) to ``max_rank`` (None: its rank) with zeros;
+    scaling as a tensor."""
     rank = layer.r[adapter_name]
+    max_rank = rank if max_rank is None else max_rank
     if rank > max_rank:
         raise PeftError(f"adapter {adapter_name!r} has rank {rank} > max_rank {max_rank}; raise max_rank")
     (owner_a, key_a), (owner_b, key_b) = layer.factor_owners(adapter_name)

@@ -158,7 +158,7 @@ class LoraLayer(AdapterLayer):
 
     # --- hotswap ---
 
-    def prepare_hotswap(self, max_rank: int) -> None:
+    def prepare_hotswap(self, max_rank: int | None) -> None:
         for name in self.adapter_configs:
             swapping.pad_adapter(self, name, max_rank)
         self._row_stack.clear()

@@ -26,7 +26,8 @@ class InputShiftTuner(BaseTuner):
     capabilities = Capabilities()  # not mergeable, no per-row batches, no hotswap, no weighting
 
     def prepare_config(self, model: nn.Module, config: PeftConfig, targets: Any) -> PeftConfig:
-        embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        get_embeddings = getattr(model, "get_input_embeddings", None)
+        embeddings = get_embeddings() if callable(get_embeddings) else None
         if not isinstance(embeddings, nn.Embedding):
             raise ConfigError("input_shift needs a model with get_input_embeddings() (a transformers model)")
         return config.model_copy(update={"token_dim": embeddings.embedding_dim})
@@ -42,7 +43,8 @@ class InputShiftTuner(BaseTuner):
         if kwargs.get("input_ids") is None or kwargs.get("inputs_embeds") is not None:
             return kwargs
         shift = model.adapter_module(model.active_adapters[0]).get_parameter("shift")
-        embeds: Tensor = model.model.get_input_embeddings()(kwargs.pop("input_ids"))
+        get_embeddings: Any = getattr(model.model, "get_input_embeddings")  # noqa: B009 (untyped nn.Module attribute)
+        embeds: Tensor = get_embeddings()(kwargs.pop("input_ids"))
         return {**kwargs, "inputs_embeds": embeds + shift.to(embeds.dtype)}
 
     def prepare_inputs(

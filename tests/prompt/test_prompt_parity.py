@@ -92,3 +92,19 @@ def test_generate_gives_the_incumbents_tokens_with_and_without_a_cache_both_ways
     trained.save_pretrained(tmp_path / "ours")
     assert torch.equal(_hf_load(base, tmp_path / "ours").generate(**request, use_cache=True), mine)
     assert torch.equal(trained.generate(**request, use_cache=False), mine)
+
+
+@pytest.mark.parametrize("method", ["prompt", "p_mlp", "prefix"])
+def test_on_a_bf16_model_the_virtual_tokens_stay_fp32_and_compute_what_hugging_face_peft_computes(
+    method: str, tmp_path: Path
+) -> None:
+    case = Case("llama", method)
+    base, inputs = case.base().to(torch.bfloat16), case.inputs()
+    theirs = hf_model(base, case.theirs())
+    add_noise(theirs)
+    theirs.eval().save_pretrained(tmp_path)
+    ours = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path)
+    assert {p.dtype for p in ours.base_model.adapter_modules.parameters()} == {torch.float32}
+    torch.testing.assert_close(outputs(ours, inputs), outputs(theirs, inputs), atol=0, rtol=0)
+    request = generation_inputs(case)
+    assert torch.equal(ours.generate(**request), theirs.generate(**request))

@@ -23,10 +23,23 @@ def install(session: nox.Session, *args: str) -> None:
     session.install(*CONSTRAINTS, *args)
 
 
+def install_deepspeed(session: nox.Session) -> None:
+    """DeepSpeed (pinned) for the distributed tests, the way its docs say for a CPU-only torch.
+
+    It builds from source against the torch already installed, so without build isolation
+    and after torch, and without its compiled ops (``DS_BUILD_OPS=0``): on a machine
+    without GPUs it picks its CPU accelerator, and compiles the one op it needs there (a
+    shared-memory all-reduce) on first use, cached in ``~/.cache/torch_extensions``.
+    """
+    install(session, "setuptools")  # the build backend, when isolation is off
+    session.install(*CONSTRAINTS, "--no-build-isolation", "deepspeed", env={"DS_BUILD_OPS": "0"})
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Install the distributions (and the test-only plugins) from the tree and run pytest."""
     install(session, "torch")
+    install_deepspeed(session)
     install(session, *DISTRIBUTIONS, *TEST_PLUGINS, *TEST_DEPS, *DEMO_DEPS)
     session.run("pytest", *session.posargs)
 

@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
+CONFIGS = HERE / "configs"
 LAUNCH_TIMEOUT_S = 900  # a whole launch; normally 30-60 s, more on a loaded machine
+WORKER_ENGINES = ("ddp", "zero2", "zero3")  # worker.py: DDP, DeepSpeed through deepspeed.initialize
+ACCELERATE_ENGINES = ("accelerate-zero2", "accelerate-zero3", "accelerate-fsdp2")  # accelerate_worker.py
 
 
 def free_port() -> int:
@@ -41,6 +44,33 @@ def torchrun_command(script: Path, *args: str) -> list[str]:
         f"--master_port={free_port()}",
         str(script),
         *args,
+    ]
+
+
+def accelerate_worker_command(engine: str, out: Path) -> list[str]:
+    """``accelerate launch`` of accelerate_worker.py: DeepSpeed with ``configs/<engine>.json``
+    (zero2, zero3), or FSDP2 with ``configs/accelerate_fsdp2.yaml``."""
+    if engine == "fsdp2":
+        config = ["--config_file", str(CONFIGS / "accelerate_fsdp2.yaml")]
+    else:
+        config = [
+            "--use_deepspeed",
+            "--deepspeed_config_file",
+            str(CONFIGS / f"{engine}.json"),
+            "--num_processes=2",
+            "--num_machines=1",
+            "--mixed_precision=no",
+            "--dynamo_backend=no",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *config,
+        f"--main_process_port={free_port()}",
+        str(HERE / "accelerate_worker.py"),
+        str(out),
+        engine,
     ]
 
 

@@ -1,10 +1,14 @@
-"""Training runs shared by the torchrun worker and the single-process reference in the tests.
+"""Training runs shared by the launched workers and the single-process reference in the tests.
 
 A case builds the same model on every rank (same seed), feeds rank ``r`` its slice of
-each global batch and trains ``STEPS`` steps with AdamW. Run in one process on the whole
-global batch (the rank slices concatenated in rank order) it must give the same adapter:
-DDP and FSDP average gradients over ranks, and every loss here is a mean over equally
-sized slices.
+each global batch and trains ``STEPS`` steps (AdamW, or plain SGD for the method sweep).
+Run in one process on the whole global batch (the rank slices concatenated in rank
+order) it must give the same adapter: DDP, FSDP and DeepSpeed average gradients over
+ranks, and every loss here is a mean over equally sized slices.
+
+``METHOD_CASES`` (``method_<name>``) are one per installed tuner, from
+``support.method_configs``: trained with SGD, whose update is the averaged gradient itself
+(AdamW's ``g / sqrt(v)`` would hide a gradient summed instead of averaged).
 """
 
 from __future__ import annotations
@@ -12,19 +16,24 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from peft_core import PeftModel, get_peft_model
+from peft_core.integrations.deepspeed import gathered
+from peft_core.integrations.distributed import is_sharded, unwrap_model
 from peft_ia3 import IA3Config
 from peft_lora import LoraConfig
+from support.method_configs import METHOD_CONFIGS, installed_methods, method_config
 from support.models import MLP, tiny_llama
 
 WORLD_SIZE = 2
 STEPS = 4
 ROWS_PER_RANK = 2
 LR = 1e-2
+SGD_LR = 0.5
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,7 @@ class Case:
     batch: Callable[[int, int], dict[str, Tensor]]  # (step, rank) -> model inputs for that rank
     loss: Callable[[nn.Module, dict[str, Tensor]], Tensor]
     checkpointing: bool | None = None  # None: off; else use_reentrant
+    optimizer: str = "adamw"  # or "sgd"
 
 
 def _mlp_batch(step: int, rank: int) -> dict[str, Tensor]:
@@ -101,16 +111,49 @@ CASES: dict[str, Case] = {
     "lora_llama_checkpointing_reentrant": Case(_lora_llama, _token_batch, _lm_loss, checkpointing=True),
     "lora_llama_bf16": Case(_lora_llama_bf16, _token_batch, _lm_loss),
 }
+
+
+def _method_case(name: str) -> Case:
+    entry = METHOD_CONFIGS[name]
+
+    def build() -> PeftModel:
+        torch.manual_seed(0)
+        return get_peft_model(MLP() if entry.model == "mlp" else tiny_llama(seed=0), method_config(name))
+
+    if entry.model == "mlp":
+        return Case(build, _mlp_batch, _mlp_loss, optimizer="sgd")
+    return Case(build, _token_batch, _lm_loss, optimizer="sgd")
+
+
+METHOD_CASES = [f"method_{name}" for name in installed_methods()]
+CASES.update({f"method_{name}": _method_case(name) for name in installed_methods()})
 DDP_CASES = ["lora_mlp", "ia3_mlp", "two_adapters", "lora_llama_checkpointing", "lora_llama_checkpointing_reentrant"]
 FSDP_CASES = ["lora_llama", "ia3_mlp", "lora_llama_checkpointing", "lora_llama_bf16"]
 # Largest |distributed - single process| allowed in an adapter tensor after STEPS AdamW steps (fp32).
 # The sums run in another order; AdamW's g / sqrt(v) turns the last-bit differences of tiny gradients
 # into ~1e-5 in the llama runs (measured: MLP 1.2e-7, llama DDP 3.2e-6, llama FSDP 1.3e-5).
 TOLERANCE = {"mlp": 1e-6, "llama": 5e-5}
+# SGD (the method sweep): the update is -lr * gradient, so only the summation order differs.
+SGD_TOLERANCE = 1e-6
 
 
 def tolerance(name: str) -> float:
+    if CASES[name].optimizer == "sgd":
+        return SGD_TOLERANCE
     return TOLERANCE["llama" if "llama" in name else "mlp"]
+
+
+def method_name(name: str) -> str:
+    """The ``METHOD_CONFIGS`` entry of a ``method_<name>`` case."""
+    return name.removeprefix("method_")
+
+
+def make_optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
+    """The case's optimizer over ``model``'s trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if CASES[name].optimizer == "sgd":
+        return torch.optim.SGD(params, lr=SGD_LR)
+    return torch.optim.AdamW(params, lr=LR)
 
 
 def build(name: str) -> PeftModel:
@@ -133,17 +176,24 @@ def global_batch(name: str, step: int) -> dict[str, Tensor]:
     return {key: torch.cat([s[key] for s in slices]) for key in slices[0]}
 
 
-def train(name: str, model: nn.Module, rank: int | None) -> list[float]:
-    """``STEPS`` AdamW steps on rank ``rank``'s slices (None: the global batch); returns the losses."""
+def train(name: str, model: nn.Module, rank: int | None, steps: range = range(STEPS)) -> list[float]:
+    """Optimizer steps on rank ``rank``'s slices (None: the global batch); returns the losses.
+
+    After each step the tuner's ``on_step_end`` runs (``update_and_allocate``), as
+    ``PeftTrainer`` does it.
+    """
     case = CASES[name]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+    optimizer = make_optimizer(name, model)
+    peft_model = unwrap_model(model)
     losses = []
-    for step in range(STEPS):
+    for step in steps:
         batch = global_batch(name, step) if rank is None else case.batch(step, rank)
         loss = case.loss(model, batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+        if isinstance(peft_model, PeftModel):
+            peft_model.update_and_allocate(step)
         losses.append(loss.item())
     return losses
 
@@ -190,3 +240,35 @@ def initial_state(name: str, adapter_name: str = "default") -> dict[str, Tensor]
 def fresh_base(name: str) -> nn.Module:
     """The case's base model with its initial weights and no adapter."""
     return CASES[name].build().unload()
+
+
+def frozen_state(model: nn.Module) -> dict[str, Tensor]:
+    """Copies of the frozen parameters, before any wrapping (the base weights)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+
+
+def frozen_max_change(model: nn.Module, before: dict[str, Tensor]) -> float:
+    """Largest change of the parameters in ``before`` since then: FSDP2 shards and ZeRO-3
+    partitions are gathered first (a collective then: every rank calls it)."""
+    frozen = {n: p for n, p in unwrap_model(model).named_parameters() if n in before}
+    assert frozen.keys() == before.keys(), sorted(set(before) - set(frozen))
+    with gathered(frozen.values()):
+        return max(
+            ((p.full_tensor() if is_sharded(p) else p.detach()) - before[n]).abs().max().item()
+            for n, p in frozen.items()
+        )
+
+
+@functools.cache
+def reference_logits(name: str, step: int = 0) -> Tensor:
+    """The single-process trained model's outputs on global batch ``step`` (cached)."""
+    return logits(reference(name), global_batch(name, step))
+
+
+def reference_after_loading(name: str, source: Path, steps: range) -> dict[str, Tensor]:
+    """The adapter saved in ``source``, loaded into the case's fresh base in one process and trained ``steps``."""
+    from peft_core import get_peft_model_state_dict
+
+    model = PeftModel.from_pretrained(fresh_base(name), source, is_trainable=True)
+    train(name, model, rank=None, steps=steps)
+    return {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}

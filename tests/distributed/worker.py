@@ -1,46 +1,44 @@
-"""Run by torchrun (2 ranks, gloo, CPU): trains every DDP and FSDP2 case and writes what it saw.
+"""Run by torchrun (2 ranks, gloo, CPU): trains every DDP, FSDP2 and DeepSpeed case and writes what it saw.
 
     PYTHONPATH=tests/distributed:tests python -m torch.distributed.run --nproc_per_node=2 \
         tests/distributed/worker.py OUT_DIR
 
 For each case, rank r writes ``OUT_DIR/<mode>/<case>/rank<r>.safetensors`` (the gathered
 adapter tensors after training) and ``rank<r>.json`` (losses and facts), and calls
-``peft_core.distributed.save_pretrained`` with its own folder ``saved-by-rank<r>``: only
-rank 0's may appear. The tests compare all of it with a single-process run.
+``peft_core.integrations.distributed.save_pretrained`` with its own folder
+``saved-by-rank<r>``: only rank 0's may appear. Modes: ``ddp`` (the DDP cases and one
+case per installed method), ``fsdp`` (FSDP2 through ``shard_model``, and loading into a
+sharded model), ``zero2``/``zero3`` (``deepspeed_runs``). The tests compare all of it
+with a single-process run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import deepspeed_runs
 import torch
 import torch.distributed as dist
 import training_cases as cases
-from safetensors.torch import save_file
-from torch import Tensor
+from records import record
 
 from peft_core import AdapterSaveError, PeftError
 from peft_core.integrations.distributed import (
     freeze_unused_adapters,
     gather_adapter_state_dict,
+    load_adapter_weights,
     save_pretrained,
     shard_model,
     wrap_ddp,
 )
 
 
-def _record(folder: Path, rank: int, tensors: dict[str, Tensor], facts: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, folder / f"rank{rank}.safetensors")
-    (folder / f"rank{rank}.json").write_text(json.dumps(facts, indent=1))
-
-
 def run_ddp(name: str, folder: Path, rank: int) -> None:
     model = cases.build(name)
+    before = cases.frozen_state(model)
     facts: dict[str, Any] = {}
     if name == "two_adapters":
         try:
@@ -50,8 +48,9 @@ def run_ddp(name: str, folder: Path, rank: int) -> None:
         facts["frozen"] = freeze_unused_adapters(model)
     ddp = wrap_ddp(model)
     facts["losses"] = cases.train(name, ddp, rank)
+    facts["frozen_max_change"] = cases.frozen_max_change(ddp, before)
     save_pretrained(ddp, folder / f"saved-by-rank{rank}")
-    _record(folder, rank, gather_adapter_state_dict(ddp), facts)
+    record(folder, rank, gather_adapter_state_dict(ddp), facts)
 
 
 def run_fsdp(name: str, folder: Path, rank: int) -> None:
@@ -78,7 +77,23 @@ def run_fsdp(name: str, folder: Path, rank: int) -> None:
     save_pretrained(model, folder / f"saved-by-rank{rank}")
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
     model.save_pretrained(folder / f"dcp-saved-by-rank{rank}", state_dict=full, is_main_process=rank == 0)
-    _record(folder, rank, gather_adapter_state_dict(model), facts)
+    record(folder, rank, gather_adapter_state_dict(model), facts)
+
+
+def run_fsdp_loading(source: Path, folder: Path, rank: int) -> None:
+    """A model sharded by FSDP2 gets the adapter saved in ``source`` (each rank its rows), then trains a step."""
+    name = deepspeed_runs.LOAD_CASE
+    model = cases.build(name)
+    shard_model(model)
+    facts: dict[str, Any] = {}
+    try:
+        model.load_adapter(source, "second", is_trainable=True)
+    except PeftError as exc:
+        facts["add_adapter_error"] = str(exc)
+    load_adapter_weights(model, source)
+    record(folder, rank, gather_adapter_state_dict(model), {}, name="loaded-rank")
+    facts["losses"] = cases.train(name, model, rank, steps=range(cases.STEPS, cases.STEPS + 1))
+    record(folder, rank, gather_adapter_state_dict(model), facts)
 
 
 def main(out: Path) -> None:
@@ -87,10 +102,13 @@ def main(out: Path) -> None:
     rank = dist.get_rank()
     assert dist.get_world_size() == cases.WORLD_SIZE
     try:
-        for name in cases.DDP_CASES:
+        for name in [*cases.DDP_CASES, *cases.METHOD_CASES]:
             run_ddp(name, out / "ddp" / name, rank)
         for name in cases.FSDP_CASES:
             run_fsdp(name, out / "fsdp" / name, rank)
+        loading_source = out / "ddp" / deepspeed_runs.LOAD_CASE / "saved-by-rank0"
+        run_fsdp_loading(loading_source, out / "fsdp" / "loading", rank)
+        deepspeed_runs.run_all(out, rank)
     finally:
         dist.destroy_process_group()
 

@@ -21,7 +21,7 @@ from peft_core.contract.config import PeftConfig
 from peft_core.engine import TunedModel, refuse_adapted
 from peft_core.errors import AdapterLoadError, AdapterSaveError, PeftError
 from peft_core.io.checkpoint import adapter_subdir, read_adapter, read_tensors, write_adapter
-from peft_core.io.embedding_layers import SaveEmbeddings, embedding_tensors
+from peft_core.io.embedding_layers import SaveEmbeddings, embedding_tensors, embeddings_from_state_dict
 from peft_core.io.hf_compat import fit_loaded_config, map_checkpoint_keys
 from peft_core.io.loading import (
     DEFAULT_ADAPTER,
@@ -117,7 +117,10 @@ class Checkpointing:
             else:
                 tensors = select_adapter_state_dict(cast(nn.Module, self), state_dict, name)
             config = self.peft_config[name]
-            tensors.update(embedding_tensors(self.base_model.model, config, save_embedding_layers))
+            embeddings = embedding_tensors(self.base_model.model, config, save_embedding_layers)
+            if state_dict is not None:  # the live weights may be shards: take the gathered ones
+                embeddings = embeddings_from_state_dict(embeddings, state_dict)
+            tensors.update(embeddings)
             write_adapter(adapter_subdir(save_directory, name), config, tensors)
         task = next(iter(self.peft_config.values())).task_type
         write_model_card(save_directory, {n: self.peft_config[n] for n in names}, _PIPELINES.get(str(task)))

@@ -17,6 +17,7 @@ from peft_core.contract.config import PeftConfig
 from peft_core.contract.layer import AdapterLayer, adapter_layers
 from peft_core.contract.tuner import BaseTuner
 from peft_core.engine.modules_to_save import ModulesToSaveWrapper
+from peft_core.engine.partitioning import refuse_split_model
 from peft_core.engine.state import (
     active_adapter_names,
     delete_adapter,
@@ -92,6 +93,7 @@ def inject(
     validate_adapter_name(adapter_name)
     if adapter_name in model_configs(model):
         raise PeftError(f"adapter {adapter_name!r} already exists; delete it first or pick another name")
+    refuse_split_model(model, f"add adapter {adapter_name!r}")
     tuner = tuner_for(model, config)
     prepared, targets, saved = prepare(model, tuner, config)
     active_before = active_adapter_names(model)

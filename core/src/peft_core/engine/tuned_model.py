@@ -19,6 +19,7 @@ from peft_core.contract.layer import adapter_layers, loading_every_tensor
 from peft_core.contract.tuner import BaseTuner
 from peft_core.engine import merging, state
 from peft_core.engine.injection import inject
+from peft_core.engine.partitioning import refuse_ungathered
 from peft_core.errors import MergeError, PeftError
 from peft_core.registry import registry
 
@@ -210,7 +211,20 @@ class TunedModel(nn.Module):
     def tensors_to_save(self, adapter_name: str) -> dict[str, Tensor]:
         if adapter_name not in self.peft_config:
             raise PeftError(f"the model has no adapter {adapter_name!r}; it has {sorted(self.peft_config)}")
+        refuse_ungathered(self.adapter_parameters(adapter_name), adapter_name, saving=True)
         return self.tuner.tensors_to_save(self, adapter_name)
+
+    def adapter_parameters(self, adapter_name: str) -> list[nn.Parameter]:
+        """Every parameter the adapter's tensors come from: its layers', its model-level module's,
+        and the base tensors it trains (``extra_trainable_parameters``), each once."""
+        found: dict[int, nn.Parameter] = {}
+        for _, layer in adapter_layers(self.model):
+            found.update((id(p), p) for p in layer.adapter_parameters(adapter_name))
+        if adapter_name in self.adapter_modules:
+            found.update((id(p), p) for p in self.adapter_modules[adapter_name].parameters())
+        extra = self.tuner.extra_trainable_parameters(self.model, self.peft_config[adapter_name])
+        found.update((id(p), p) for p in extra.values())
+        return list(found.values())
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -65,8 +65,9 @@ def write_adapter(directory: str | os.PathLike[str], config: PeftConfig, tensors
     empty = sorted(key for key, tensor in tensors.items() if tensor.numel() == 0)
     if empty:
         raise AdapterSaveError(
-            f"refusing to save 0-element tensors {empty[:5]}: the weights are probably sharded "
-            "(FSDP/ZeRO-3); gather the full state dict before saving"
+            f"refusing to save 0-element tensors {empty[:5]}: the weights are probably partitioned (DeepSpeed "
+            "ZeRO-3, FSDP) and were not gathered. Call peft_core.integrations.distributed.save_pretrained(model, "
+            "directory) on every rank instead (it gathers the adapter; rank 0 writes)"
         )
     broken = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
     if broken:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -99,6 +100,22 @@ def embedding_tensors(model: nn.Module, config: PeftConfig, choice: SaveEmbeddin
         for name, param in owner.named_parameters(recurse=False):
             tensors[f"{MODEL_PREFIX}{prefix}.{name}"] = param.detach()
     return tensors
+
+
+def embeddings_from_state_dict(embeddings: Mapping[str, Tensor], state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The values of ``embeddings`` (``embedding_tensors``) in a gathered full ``state_dict``.
+
+    Named as ``PeftModel.state_dict()`` names them, which for base weights is the checkpoint
+    key: what ``accelerator.get_state_dict`` and ``get_model_state_dict(full_state_dict=True)``
+    return, where the live weights are shards.
+    """
+    missing = sorted(set(embeddings) - set(state_dict))
+    if missing:
+        raise AdapterSaveError(
+            f"the given state_dict lacks the embedding weights {missing[:3]} that save_embedding_layers asks for: "
+            "pass the model's full state dict, or save_embedding_layers=False"
+        )
+    return {key: state_dict[key] for key in embeddings}
 
 
 def embedding_keys(model: nn.Module) -> set[str]:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from peft_core.contract.layer import adapter_layers, key_paths
 from peft_core.contract.tuner import MODEL_PREFIX
 from peft_core.engine import TunedModel, unwrap_model, view_of
+from peft_core.engine.partitioning import refuse_ungathered
 from peft_core.errors import AdapterLoadError, AdapterSaveError, PeftError
 from peft_core.io.checkpoint import is_sharded
 from peft_core.io.hf_compat import normalize_checkpoint_keys
@@ -42,6 +43,8 @@ def get_peft_model_state_dict(model: nn.Module, adapter_name: str = DEFAULT_ADAP
     """
     try:
         tensors = view_of(model).tensors_to_save(adapter_name)
+    except AdapterSaveError:
+        raise  # ungathered ZeRO-3 partitions: the error names the gathering helper
     except PeftError as exc:
         raise AdapterLoadError(str(exc)) from None
     if _is_plain(model):
@@ -160,6 +163,8 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], adapter
     """
     view = view_of(model)
     state_dict = as_checkpoint_keys(model, state_dict)
+    if adapter_name in view.peft_config:
+        refuse_ungathered(view.adapter_parameters(adapter_name), adapter_name, saving=False)
     expected = adapter_tensors(view, adapter_name)
     rank_dims = _rank_dims(view, adapter_name)
     params = _base_parameters(view)
@@ -228,7 +233,18 @@ def load_checked_state_dict(
         for key, value in state_dict.items():
             target = targets.get(key, params.get(key) if key in report.base_keys else None)
             if target is not None:
-                target.copy_(value)
+                _copy_into(target, value)
+
+
+def _copy_into(target: Tensor, value: Tensor) -> None:
+    """``target.copy_(value)``; into an FSDP2 ``DTensor`` shard, this rank's piece of ``value`` (no communication)."""
+    if not is_sharded(target):
+        target.copy_(value)
+        return
+    from torch.distributed.tensor import distribute_tensor  # only reached when DTensors exist
+
+    piece = distribute_tensor(value.to(target.dtype), target.device_mesh, target.placements, src_data_rank=None)
+    target.to_local().copy_(piece.to_local())
 
 
 def adapter_key_map(model: nn.Module, adapter_name: str = DEFAULT_ADAPTER) -> dict[str, str]:

@@ -152,7 +152,8 @@ class LoraLayer(AdapterLayer):
         state = super().adapter_state_dict(adapter_name)
         rank = self.r.get(adapter_name)
         for key, dim in zip(self.factor_keys, (0, 1), strict=True):
-            if rank is not None and key in state and state[key].shape[dim] > rank:
+            # dim() guard: a DeepSpeed ZeRO-3 partition is a 1-D empty placeholder between forwards.
+            if rank is not None and key in state and state[key].dim() > dim and state[key].shape[dim] > rank:
                 state[key] = state[key].narrow(dim, 0, rank)
         return state
 

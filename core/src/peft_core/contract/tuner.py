@@ -22,7 +22,7 @@ config it owns (a tuner never sees, nor changes, the user's object).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from torch import Tensor, nn
@@ -206,12 +206,20 @@ class BaseTuner:
         tensors.update(module.state_dict(keep_vars=True))
         return tensors
 
-    def tensors_to_save(self, model: AdaptedModel, adapter_name: str) -> dict[str, Tensor]:
+    def tensors_to_save(
+        self, model: AdaptedModel, adapter_name: str, values: Callable[[Tensor], Tensor] | None = None
+    ) -> dict[str, Tensor]:
         """What ``save_pretrained`` writes; default: ``adapter_state_dict``, detached.
 
         Override when the saved form is computed (p-tuning saves its encoder's output).
+        ``values``, when given, maps each live tensor of the adapter (those of
+        ``adapter_state_dict`` and of the model-level adapter module) to the value to save:
+        a full state dict gathered across processes (``save_pretrained(state_dict=...)``),
+        whose values the live tensors may not hold (FSDP2 shards, ZeRO-3 partitions).
+        Compute from ``values(tensor)`` then, never from the live tensor itself.
         """
-        return {key: tensor.detach() for key, tensor in self.adapter_state_dict(model, adapter_name).items()}
+        value = values or _itself
+        return {key: value(tensor).detach() for key, tensor in self.adapter_state_dict(model, adapter_name).items()}
 
     # --- combining ---
 
@@ -231,6 +239,10 @@ class BaseTuner:
         ``options`` are the caller's extra keyword arguments (``svd_rank=``, ``density=``).
         """
         raise PeftError(f"{self.name} adapters cannot be combined with add_weighted_adapter")
+
+
+def _itself(tensor: Tensor) -> Tensor:
+    return tensor
 
 
 def base_of(module: nn.Module) -> nn.Module:

@@ -8,7 +8,7 @@ model-level ones (virtual tokens) in ``adapter_modules`` here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -208,11 +208,13 @@ class TunedModel(nn.Module):
             raise PeftError(f"the model has no adapter {adapter_name!r}; it has {sorted(self.peft_config)}")
         return self.tuner.adapter_state_dict(self, adapter_name)
 
-    def tensors_to_save(self, adapter_name: str) -> dict[str, Tensor]:
+    def tensors_to_save(self, adapter_name: str, values: Callable[[Tensor], Tensor] | None = None) -> dict[str, Tensor]:
+        """What saving writes: from the live tensors, or from ``values`` (see ``BaseTuner.tensors_to_save``)."""
         if adapter_name not in self.peft_config:
             raise PeftError(f"the model has no adapter {adapter_name!r}; it has {sorted(self.peft_config)}")
-        refuse_ungathered(self.adapter_parameters(adapter_name), adapter_name, saving=True)
-        return self.tuner.tensors_to_save(self, adapter_name)
+        if values is None:
+            refuse_ungathered(self.adapter_parameters(adapter_name), adapter_name, saving=True)
+        return self.tuner.tensors_to_save(self, adapter_name, values)
 
     def adapter_parameters(self, adapter_name: str) -> list[nn.Parameter]:
         """Every parameter the adapter's tensors come from: its layers', its model-level module's,

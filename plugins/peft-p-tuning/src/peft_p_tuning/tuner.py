@@ -5,12 +5,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from peft_core.contract import Capabilities, PeftConfig, weights_will_be_loaded
 from peft_p_tuning.config import PromptEncoderConfig
 from peft_p_tuning.encoder import PromptEncoder
-from peft_prompt_tuning import VirtualTokenTuner, input_embeddings
+from peft_prompt_tuning import PromptLearningConfig, VirtualTokenTuner, input_embeddings
 
 
 class PTuningTuner(VirtualTokenTuner):
@@ -47,5 +48,10 @@ class PTuningTuner(VirtualTokenTuner):
                 UserWarning,
                 stacklevel=2,
             )
+        return self.build_module(config, device, with_head=not config.inference_mode and not loading)
+
+    def build_module(self, config: PromptLearningConfig, device: torch.device | None, with_head: bool) -> PromptEncoder:
+        assert isinstance(config, PromptEncoderConfig)
+        assert config.num_virtual_tokens and config.num_transformer_submodules
         count = config.num_virtual_tokens * config.num_transformer_submodules
-        return PromptEncoder(config, count, device, with_head=not config.inference_mode and not loading)
+        return PromptEncoder(config, count, device, with_head=with_head)

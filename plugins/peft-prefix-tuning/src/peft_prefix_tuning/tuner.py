@@ -15,13 +15,14 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from peft_core.contract import AdaptedModel, Capabilities, ConfigError, PeftConfig, TaskType, weights_will_be_loaded
 from peft_prefix_tuning.cache import prefix_cache
 from peft_prefix_tuning.config import PrefixTuningConfig
 from peft_prefix_tuning.encoder import PrefixEncoder
-from peft_prompt_tuning import PromptLearningTuner
+from peft_prompt_tuning import PromptLearningConfig, PromptLearningTuner
 from peft_prompt_tuning.inputs import adjust_ids, batch_size, named_inputs, needs_virtual_tokens, with_prefix_mask
 
 SEQ_2_SEQ = TaskType.SEQ_2_SEQ_LM.value
@@ -97,8 +98,11 @@ class PrefixTuningTuner(PromptLearningTuner):
                 UserWarning,
                 stacklevel=2,
             )
-        projection = config.prefix_projection and not config.inference_mode and not loading
-        return PrefixEncoder(config, device, with_projection=projection)
+        return self.build_module(config, device, config.prefix_projection and not config.inference_mode and not loading)
+
+    def build_module(self, config: PromptLearningConfig, device: torch.device | None, with_head: bool) -> PrefixEncoder:
+        assert isinstance(config, PrefixTuningConfig)
+        return PrefixEncoder(config, device, with_projection=with_head)
 
     def _cache(self, model: AdaptedModel, rows: int) -> Any:
         module, config = self.active(model)

@@ -10,7 +10,7 @@ PEFT's ``PeftModel`` holds a prompt-learning model directly as its ``base_model`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -62,18 +62,42 @@ class PromptLearningTuner(BaseTuner):
         assert isinstance(module, VirtualTokens)
         return {PROMPT_KEY: module.embedding.weight, **self._saved_modules(model, adapter_name)}
 
-    def tensors_to_save(self, model: AdaptedModel, adapter_name: str) -> dict[str, Tensor]:
+    def build_module(self, config: PromptLearningConfig, device: torch.device, with_head: bool) -> VirtualTokens:
+        """A new adapter module for ``config`` on ``device``, with its head if the method has one
+        (p-tuning's encoder, prefix tuning's projection). Methods with a head override this."""
+        raise NotImplementedError(f"{type(self).__name__} builds no adapter module with a head")
+
+    def tensors_to_save(
+        self, model: AdaptedModel, adapter_name: str, values: Callable[[Tensor], Tensor] | None = None
+    ) -> dict[str, Tensor]:
         """As ``adapter_state_dict``, but ``prompt_embeddings`` is what the model receives: for a
         method with a head (p-tuning's encoder, prefix projection) its output, as Hugging Face
-        PEFT saves it (the head itself is not saved)."""
+        PEFT saves it (the head itself is not saved), computed in eval mode (no dropout).
+
+        From ``values`` (a gathered state dict), the head runs in a copy of the module built on
+        the meta device and given those values: the live module may hold shards only.
+        """
+        value = values or _itself
         module = model.adapter_module(adapter_name)
         assert isinstance(module, VirtualTokens)
+        saved = {key: value(tensor).detach() for key, tensor in self._saved_modules(model, adapter_name).items()}
+        if not module.has_head:
+            return {PROMPT_KEY: value(module.embedding.weight).detach(), **saved}
+        if values is not None:
+            config = model.peft_config[adapter_name]
+            assert isinstance(config, PromptLearningConfig)
+            given = {key: value(tensor) for key, tensor in module.state_dict(keep_vars=True).items()}
+            module = self.build_module(config, torch.device("meta"), with_head=True)
+            module.load_state_dict(given, assign=True)
         training = module.training
-        module.eval()  # no dropout in what is saved: the checkpoint is used for inference
+        module.eval()
         try:
             with torch.no_grad():
                 tokens = module.tokens().detach()
         finally:
             module.train(training)
-        saved = {key: tensor.detach() for key, tensor in self._saved_modules(model, adapter_name).items()}
         return {PROMPT_KEY: tokens, **saved}
+
+
+def _itself(tensor: Tensor) -> Tensor:
+    return tensor

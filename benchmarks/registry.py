@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks.context import Context, Result
-from benchmarks.scenarios import inference, lifecycle, mixed, prompt, training
+from benchmarks.scenarios import adalora, inference, lifecycle, mixed, prompt, training
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ SCENARIOS: dict[str, Scenario] = {
     "save_load": Scenario(lifecycle.save_load),
     "peak_memory": Scenario(training.peak_memory, training.RSS_VARIANTS),
     "ia3_step": Scenario(training.ia3_step),
+    "adalora_step": Scenario(adalora.adalora_step),
+    "adalora_step_short": Scenario(adalora.adalora_step_short),
     "prompt_step": Scenario(prompt.prompt_step),
     "prefix_step": Scenario(prompt.prefix_step),
     "generate_cache": Scenario(prompt.generate_cache),

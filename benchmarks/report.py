@@ -79,6 +79,18 @@ RATIOS: list[Ratio] = [
     Ratio("RSS added by training, ours / HF", "peak_memory", "ours_training_rss_mb", "hf_training_rss_mb"),
     Ratio("IA3 training step, ours / HF", "ia3_step", "ours", "hf"),  # the issue sets no IA3 target
     Ratio("IA3 training step, ours / floor", "ia3_step", "ours", "floor"),
+    Ratio(
+        "AdaLoRA training step with allocation, ours / HF (llama-tiny)",
+        "adalora_step",
+        "ours",
+        "hf",
+        "<= 0.90",
+        at_most(0.90),
+    ),
+    Ratio("AdaLoRA training step, ours / floor (llama-tiny)", "adalora_step", "ours", "floor"),
+    Ratio("AdaLoRA training step, HF / floor (llama-tiny)", "adalora_step", "hf", "floor"),
+    Ratio("AdaLoRA allocation step alone, ours / HF", "adalora_step", "ours_allocate", "hf_allocate"),
+    Ratio("AdaLoRA training step, 8 x 32 tokens, ours / HF", "adalora_step_short", "ours", "hf"),
     Ratio("prompt tuning training step, ours / HF", "prompt_step", "ours", "hf", "<= 0.90", at_most(0.90)),
     Ratio("prompt tuning training step, ours / floor (148 positions)", "prompt_step", "ours", "floor"),
     Ratio("prompt tuning training step, HF / floor (148 positions)", "prompt_step", "hf", "floor"),

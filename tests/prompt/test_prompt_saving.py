@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from peft_core import AdapterSaveError, get_peft_model
+from peft_core import AdapterLoadError, AdapterSaveError, get_peft_model, set_peft_model_state_dict
 from peft_p_tuning import PromptEncoderConfig
 from peft_prefix_tuning import PrefixTuningConfig
 from peft_prompt_tuning import PromptTuningConfig
@@ -64,6 +64,20 @@ def test_the_classifier_copy_is_taken_from_the_given_state_dict_too(tmp_path: Pa
 def test_a_state_dict_without_the_encoder_is_one_clear_error(tmp_path: Path) -> None:
     model = get_peft_model(tiny_gpt2(), CONFIGS["p_mlp"].model_copy())
     state = {k: v for k, v in model.state_dict().items() if "mlp_head" not in k}
-    with pytest.raises(AdapterSaveError, match="lacks a tensor .* that adapter 'default' is saved from"):
+    with pytest.raises(
+        AdapterSaveError, match=r"lacks 6 tensors of adapter 'default' \(e.g. \['prompt_encoder.mlp_head"
+    ):
         model.save_pretrained(tmp_path, state_dict=state)
     assert not (tmp_path / "adapter_model.safetensors").exists()
+
+
+def test_a_checkpoint_cannot_be_loaded_into_an_encoder_it_was_computed_by(tmp_path: Path) -> None:
+    """Resuming p-tuning training from a checkpoint would put the encoder's output where its input
+    belongs (Hugging Face PEFT does so silently); the encoder's tensors are missing, and that is the error."""
+    model = get_peft_model(tiny_gpt2(), CONFIGS["p_mlp"].model_copy())
+    add_noise(model)
+    model.save_pretrained(tmp_path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(AdapterLoadError, match=r"missing:\s+prompt_encoder.mlp_head"):
+        set_peft_model_state_dict(model, load_file(tmp_path / "adapter_model.safetensors"))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

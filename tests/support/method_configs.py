@@ -47,6 +47,11 @@ METHOD_CONFIGS: dict[str, MethodConfig] = {
             "init_ia3_weights": False,
         },
     ),
+    "adalora": MethodConfig(
+        "ADALORA",
+        "mlp",
+        {"target_modules": ["lin0", "lin1"], "init_r": 4, "target_r": 2, "total_step": 20, "tinit": 1, "tfinal": 2},
+    ),
     # Test-only plugins (tests/plugins/): a bias delta; a scale with a loss term and an on_step_end
     # projection (max_change is small so that the projection acts); a model-level input shift.
     "bitfit": MethodConfig("BITFIT", "mlp", {"target_modules": ["lin0", "lin1"], "init_scale": 0.1}),

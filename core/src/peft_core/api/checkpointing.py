@@ -112,10 +112,8 @@ class Checkpointing:
         if not is_main_process:
             return
         for name in names:
-            if state_dict is None:
-                tensors = self.base_model.tensors_to_save(name)
-            else:
-                tensors = select_adapter_state_dict(cast(nn.Module, self), state_dict, name)
+            picked = None if state_dict is None else select_adapter_state_dict(cast(nn.Module, self), state_dict, name)
+            tensors = self.base_model.tensors_to_save(name, picked)
             config = self.peft_config[name]
             embeddings = embedding_tensors(self.base_model.model, config, save_embedding_layers)
             if state_dict is not None:  # the live weights may be shards: take the gathered ones

@@ -8,8 +8,8 @@ A method overrides only what it needs:
   ``extra_trainable_parameters`` (base tensors it trains, e.g. biases);
 - model-level adapters and hooks, for methods that change what the model receives or
   computes: ``create_model_adapter``, ``prepare_inputs``, ``prepare_generate``,
-  ``prepare_generation_inputs``, ``adapter_loss``, ``on_step_end`` (set ``targets_modules = False`` when the method
-  wraps no module at all, like prompt tuning);
+  ``prepare_generation_inputs``, ``adapter_loss``, ``on_step_end`` (set
+  ``targets_modules = False`` when the method wraps no module at all, like prompt tuning);
 - checkpoints: ``adapter_state_dict`` (live tensors under the saved keys) and
   ``tensors_to_save``;
 - ``weighted_adapter``, where combining adapters makes sense.
@@ -22,7 +22,7 @@ config it owns (a tuner never sees, nor changes, the user's object).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from torch import Tensor, nn
@@ -207,19 +207,17 @@ class BaseTuner:
         return tensors
 
     def tensors_to_save(
-        self, model: AdaptedModel, adapter_name: str, values: Callable[[Tensor], Tensor] | None = None
+        self, model: AdaptedModel, adapter_name: str, tensors: Mapping[str, Tensor] | None = None
     ) -> dict[str, Tensor]:
-        """What ``save_pretrained`` writes; default: ``adapter_state_dict``, detached.
+        """What ``save_pretrained`` writes: ``tensors`` (default: ``adapter_state_dict``), detached.
 
-        Override when the saved form is computed (p-tuning saves its encoder's output).
-        ``values``, when given, maps each live tensor of the adapter (those of
-        ``adapter_state_dict`` and of the model-level adapter module) to the value to save:
-        a full state dict gathered across processes (``save_pretrained(state_dict=...)``),
-        whose values the live tensors may not hold (FSDP2 shards, ZeRO-3 partitions).
-        Compute from ``values(tensor)`` then, never from the live tensor itself.
+        ``tensors`` are the adapter's tensors under their checkpoint keys when the caller has
+        gathered them (from a sharded model, or a state dict Trainer collected). Override when
+        the saved form is computed from them (p-tuning saves its encoder's output; AdaLoRA
+        keeps the ranks that survived pruning); compute from ``tensors``, not the live ones.
         """
-        value = values or _itself
-        return {key: value(tensor).detach() for key, tensor in self.adapter_state_dict(model, adapter_name).items()}
+        source = self.adapter_state_dict(model, adapter_name) if tensors is None else tensors
+        return {key: tensor.detach() for key, tensor in source.items()}
 
     # --- combining ---
 
@@ -239,10 +237,6 @@ class BaseTuner:
         ``options`` are the caller's extra keyword arguments (``svd_rank=``, ``density=``).
         """
         raise PeftError(f"{self.name} adapters cannot be combined with add_weighted_adapter")
-
-
-def _itself(tensor: Tensor) -> Tensor:
-    return tensor
 
 
 def base_of(module: nn.Module) -> nn.Module:

@@ -8,7 +8,7 @@ model-level ones (virtual tokens) in ``adapter_modules`` here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -133,6 +133,12 @@ class TunedModel(nn.Module):
         state.set_active_adapters(self.model, names)
         self._active = names
 
+    def update_and_allocate(self, global_step: int) -> None:
+        """The tuner's ``on_step_end``, under Hugging Face PEFT's name and place
+        (``model.base_model.update_and_allocate(step)``); ``PeftModel.update_and_allocate`` is the same."""
+        if "on_step_end" in self.model_hooks:
+            self.tuner.on_step_end(self, global_step)
+
     def delete_adapter(self, adapter_name: str) -> None:
         """Remove an adapter; if it was the only active one, the first remaining becomes active."""
         if adapter_name not in self.peft_config:
@@ -208,13 +214,14 @@ class TunedModel(nn.Module):
             raise PeftError(f"the model has no adapter {adapter_name!r}; it has {sorted(self.peft_config)}")
         return self.tuner.adapter_state_dict(self, adapter_name)
 
-    def tensors_to_save(self, adapter_name: str, values: Callable[[Tensor], Tensor] | None = None) -> dict[str, Tensor]:
-        """What saving writes: from the live tensors, or from ``values`` (see ``BaseTuner.tensors_to_save``)."""
+    def tensors_to_save(self, adapter_name: str, tensors: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """What a save writes (the tuner's ``tensors_to_save``), from ``tensors`` gathered by the
+        caller or from the live adapter."""
         if adapter_name not in self.peft_config:
             raise PeftError(f"the model has no adapter {adapter_name!r}; it has {sorted(self.peft_config)}")
-        if values is None:
+        if tensors is None:
             refuse_ungathered(self.adapter_parameters(adapter_name), adapter_name, saving=True)
-        return self.tuner.tensors_to_save(self, adapter_name, values)
+        return self.tuner.tensors_to_save(self, adapter_name, tensors)
 
     def adapter_parameters(self, adapter_name: str) -> list[nn.Parameter]:
         """Every parameter the adapter's tensors come from: its layers', its model-level module's,

@@ -148,15 +148,14 @@ def gather_adapter_state_dict(model: nn.Module, adapter_name: str = "default") -
     _check_not_fsdp1(model)
     params = adapter_parameters(model, adapter_name)
     copy = any(is_zero3(p) for p in params)  # the gathered storage is freed when the block ends
+    view = view_of(model)
     with gathered(params):
-        # Whole values first (a collective per DTensor, in the same order on every rank); the tuner
-        # computes what it saves from them (p-tuning's encoder runs on whole tensors, not on shards).
-        whole = {id(p): p.full_tensor() if is_sharded(p) else p.detach().clone() if copy else p for p in params}
-        tensors = view_of(model).tensors_to_save(adapter_name, lambda tensor: whole.get(id(tensor), tensor))
-        return {
-            key: tensor.full_tensor() if is_sharded(tensor) else tensor.clone() if copy else tensor
-            for key, tensor in tensors.items()
+        live = view.adapter_state_dict(adapter_name)
+        full = {
+            key: tensor.full_tensor() if is_sharded(tensor) else tensor.detach().clone() if copy else tensor
+            for key, tensor in live.items()
         }
+    return view.tensors_to_save(adapter_name, full)  # the tuner's saved form, from the full tensors
 
 
 def load_adapter_weights(

@@ -12,8 +12,9 @@ fails for tied weights, e.g. GPT-2). ``PeftTrainer`` is that ``Trainer`` with:
   non-default adapters in subfolders), loadable by both libraries;
 - ``resume_from_checkpoint`` and ``load_best_model_at_end`` copying the saved adapter
   tensors into the model's existing adapters in place (the optimizer keeps its parameters);
-- ``model.update_and_allocate(global_step)`` after each optimizer step (before the
-  gradients are zeroed), the tuner's ``on_step_end`` (AdaLoRA allocates ranks there).
+- ``model.update_and_allocate(step)`` (the tuner's ``on_step_end``: AdaLoRA's rank
+  allocation) after each optimizer step, while the gradients are still there; ``step``
+  is ``state.global_step`` before its increment (0 for the first step).
 
 Other models pass through to ``Trainer`` unchanged. Use it as a base next to another
 ``Trainer`` subclass: ``class MyTrainer(PeftTrainer, SFTTrainer)``. Importing this
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 import transformers
 from torch import nn
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import can_return_loss, find_labels
 
 from peft_core.api.peft_model import PeftModel
@@ -61,16 +63,19 @@ def _holds_adapters(directory: str | os.PathLike[str]) -> bool:
     return (root / CONFIG_NAME).is_file() or any((p / CONFIG_NAME).is_file() for p in root.iterdir() if p.is_dir())
 
 
-class _StepEnd(transformers.TrainerCallback):  # type: ignore[misc]
-    """Calls ``update_and_allocate`` after each optimizer step, with the step's number."""
+class _StepEnd(TrainerCallback):  # type: ignore[misc]
+    """Calls ``update_and_allocate`` after each optimizer step, before ``zero_grad`` (AdaLoRA
+    scores ranks by their gradients, which ``on_step_end`` no longer sees)."""
 
     def __init__(self, trainer: PeftTrainer) -> None:
         self.trainer = trainer
 
-    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         model = self.trainer._peft_model()
-        if model is not None:
-            model.update_and_allocate(state.global_step)  # numbered from 0, as in a plain loop
+        if model is not None and not self.trainer.accelerator.optimizer_step_was_skipped:
+            model.update_and_allocate(state.global_step)
 
 
 class PeftTrainer(transformers.Trainer):  # type: ignore[misc]

@@ -53,8 +53,9 @@ def _write_text(path: str, text: str) -> None:
 def write_adapter(directory: str | os.PathLike[str], config: PeftConfig, tensors: Mapping[str, Tensor]) -> None:
     """Save one adapter: config and weights replace the old pair together (see file_commit).
 
-    Refused, with nothing written: sharded DTensors and 0-element tensors (ungathered
-    sharded weights) and non-finite values, which the loader would refuse too.
+    Refused, with nothing written: sharded DTensors and 0-element placeholders of shape (0,)
+    (ungathered sharded weights) and non-finite values, which the loader would refuse too.
+    An empty tensor of a real shape (an AdaLoRA module pruned to rank 0: (0, in)) is saved.
     """
     sharded = sorted(key for key, tensor in tensors.items() if is_sharded(tensor))
     if sharded:
@@ -62,7 +63,8 @@ def write_adapter(directory: str | os.PathLike[str], config: PeftConfig, tensors
             f"refusing to save sharded DTensors {sharded[:5]} (FSDP2): call "
             "peft_core.integrations.distributed.save_pretrained(model, directory) on every rank instead"
         )
-    empty = sorted(key for key, tensor in tensors.items() if tensor.numel() == 0)
+    # ZeRO-3 and FSDP leave 1-D (0,) placeholders where a rank holds no shard.
+    empty = sorted(key for key, tensor in tensors.items() if tensor.numel() == 0 and tensor.dim() <= 1)
     if empty:
         raise AdapterSaveError(
             f"refusing to save 0-element tensors {empty[:5]}: the weights are probably partitioned (DeepSpeed "

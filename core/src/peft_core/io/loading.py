@@ -282,17 +282,4 @@ def select_adapter_state_dict(
         raise AdapterSaveError(
             f"the given state_dict holds sharded DTensors ({sharded[:3]}); gather it with full_state_dict=True"
         )
-    # The tuner writes what it saves (p-tuning: its encoder's output), computed from the given values.
-    given = {
-        id(tensor): state_dict[name] for name, tensor in model.state_dict(keep_vars=True).items() if name in state_dict
-    }
-
-    def value(tensor: Tensor) -> Tensor:
-        if id(tensor) not in given:
-            raise AdapterSaveError(
-                f"the given state_dict lacks a tensor ({tuple(tensor.shape)}) that adapter {adapter_name!r} is saved "
-                "from; pass the full state dict of this model, named as model.state_dict() names it"
-            )
-        return given[id(tensor)]
-
-    return view_of(model).tensors_to_save(adapter_name, value)
+    return selected

@@ -10,7 +10,7 @@ PEFT's ``PeftModel`` holds a prompt-learning model directly as its ``base_model`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,8 @@ from peft_prompt_tuning.tokens import VirtualTokens
 
 PROMPT_KEY = "prompt_embeddings"
 MODULES_PREFIX = "base_model."
+#: Keys of a head's tensors in ``adapter_state_dict`` (live tensors the saved form is computed from).
+HEAD_PREFIX = "prompt_encoder."
 
 
 class PromptLearningTuner(BaseTuner):
@@ -56,11 +58,21 @@ class PromptLearningTuner(BaseTuner):
         }
 
     def adapter_state_dict(self, model: AdaptedModel, adapter_name: str) -> dict[str, Tensor]:
-        """``prompt_embeddings`` (the embedding's rows: a checkpoint is loaded into them) and the
-        ``modules_to_save`` copies."""
+        """``prompt_embeddings`` (the embedding's rows: a checkpoint is loaded into them), the
+        ``modules_to_save`` copies, and for a module with a head (p-tuning's encoder, prefix
+        projection) the head's tensors as ``prompt_encoder.<name>``: the saved vectors are computed
+        from them (``tensors_to_save``), they are never saved themselves. A checkpoint therefore
+        loads into an adapter without a head only (as ``from_pretrained`` builds it); loading one
+        into a head (resuming p-tuning training) fails on the missing head tensors instead of
+        putting the encoder's output where its input belongs.
+        """
         module = model.adapter_module(adapter_name)
         assert isinstance(module, VirtualTokens)
-        return {PROMPT_KEY: module.embedding.weight, **self._saved_modules(model, adapter_name)}
+        tensors = {PROMPT_KEY: module.embedding.weight, **self._saved_modules(model, adapter_name)}
+        if module.has_head:
+            heads = module.state_dict(keep_vars=True).items()
+            tensors.update({f"{HEAD_PREFIX}{key}": t for key, t in heads if not key.startswith("embedding.")})
+        return tensors
 
     def build_module(self, config: PromptLearningConfig, device: torch.device, with_head: bool) -> VirtualTokens:
         """A new adapter module for ``config`` on ``device``, with its head if the method has one
@@ -68,36 +80,25 @@ class PromptLearningTuner(BaseTuner):
         raise NotImplementedError(f"{type(self).__name__} builds no adapter module with a head")
 
     def tensors_to_save(
-        self, model: AdaptedModel, adapter_name: str, values: Callable[[Tensor], Tensor] | None = None
+        self, model: AdaptedModel, adapter_name: str, tensors: Mapping[str, Tensor] | None = None
     ) -> dict[str, Tensor]:
-        """As ``adapter_state_dict``, but ``prompt_embeddings`` is what the model receives: for a
-        method with a head (p-tuning's encoder, prefix projection) its output, as Hugging Face
-        PEFT saves it (the head itself is not saved), computed in eval mode (no dropout).
+        """``adapter_state_dict``'s tensors (or the gathered ``tensors``), but ``prompt_embeddings``
+        is what the model receives: for a method with a head, the head's output (computed in eval
+        mode: no dropout), as Hugging Face PEFT saves it; the head itself is not saved.
 
-        From ``values`` (a gathered state dict), the head runs in a copy of the module built on
-        the meta device and given those values: the live module may hold shards only.
+        The head runs in a copy of the module built on the meta device and given the tensors,
+        so gathered tensors are used as they are (the live module may hold shards only).
         """
-        value = values or _itself
-        module = model.adapter_module(adapter_name)
-        assert isinstance(module, VirtualTokens)
-        saved = {key: value(tensor).detach() for key, tensor in self._saved_modules(model, adapter_name).items()}
-        if not module.has_head:
-            return {PROMPT_KEY: value(module.embedding.weight).detach(), **saved}
-        if values is not None:
-            config = model.peft_config[adapter_name]
-            assert isinstance(config, PromptLearningConfig)
-            given = {key: value(tensor) for key, tensor in module.state_dict(keep_vars=True).items()}
-            module = self.build_module(config, torch.device("meta"), with_head=True)
-            module.load_state_dict(given, assign=True)
-        training = module.training
+        source = dict(self.adapter_state_dict(model, adapter_name) if tensors is None else tensors)
+        head = {key.removeprefix(HEAD_PREFIX): source.pop(key) for key in list(source) if key.startswith(HEAD_PREFIX)}
+        saved = {key: tensor.detach() for key, tensor in source.items()}
+        if not head:
+            return saved
+        config = model.peft_config[adapter_name]
+        assert isinstance(config, PromptLearningConfig)
+        module = self.build_module(config, torch.device("meta"), with_head=True)
+        module.load_state_dict({"embedding.weight": saved[PROMPT_KEY], **head}, assign=True)
         module.eval()
-        try:
-            with torch.no_grad():
-                tokens = module.tokens().detach()
-        finally:
-            module.train(training)
-        return {PROMPT_KEY: tokens, **saved}
-
-
-def _itself(tensor: Tensor) -> Tensor:
-    return tensor
+        with torch.no_grad():
+            saved[PROMPT_KEY] = module.tokens().detach()
+        return saved

@@ -21,6 +21,8 @@ class Backend:
     version: str
     module: ModuleType  # ``peft_core`` or ``peft``: config classes by Hugging Face PEFT's names
     hotswap_adapter: Any  # (model, adapter directory, adapter name) -> None
+    prompt_tuning_config: Any
+    prefix_tuning_config: Any
 
     def config_class(self, class_name: str) -> Any:
         """A config class by Hugging Face PEFT's name (``"LoHaConfig"``): its own, or peft-core's plugin's."""
@@ -39,6 +41,8 @@ def load_backend(name: str) -> Backend:
         import peft_core
         from peft_ia3 import IA3Config
         from peft_lora import LoraConfig
+        from peft_prefix_tuning import PrefixTuningConfig
+        from peft_prompt_tuning import PromptTuningConfig
 
         return Backend(
             "ours",
@@ -49,6 +53,8 @@ def load_backend(name: str) -> Backend:
             peft_core.__version__,
             peft_core,
             peft_core.hotswap_adapter,
+            PromptTuningConfig,
+            PrefixTuningConfig,
         )
     if name == "hf":
         import peft
@@ -63,5 +69,7 @@ def load_backend(name: str) -> Backend:
             peft.__version__,
             peft,
             hotswap_adapter,
+            peft.PromptTuningConfig,
+            peft.PrefixTuningConfig,
         )
     raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")

@@ -46,6 +46,12 @@ METHODS: list[MethodCase] = [
         dict(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]),
         label="IA3",
     ),
+    MethodCase(
+        "p_tuning",
+        "PromptEncoderConfig",
+        dict(task_type=CAUSAL_LM, num_virtual_tokens=20, encoder_hidden_size=64),
+        label="p-tuning",
+    ),
 ]
 
 # Methods whose rows come from scenarios of their own (more variants than a method_* row:
@@ -55,4 +61,6 @@ DEDICATED: dict[str, str] = {
     "LoHaConfig": "train_structured_llama",
     "LoKrConfig": "train_structured_llama",
     "OFTConfig": "train_structured_llama",
+    "PromptTuningConfig": "prompt_step",
+    "PrefixTuningConfig": "prefix_step",
 }

@@ -265,6 +265,20 @@ LORA_FEATURE_RATIOS: list[Ratio] = [
 ]
 
 
+# Prompt learning: training steps and generation with the KV cache (benchmarks.scenarios.prompt).
+PROMPT_RATIOS: list[Ratio] = [
+    Ratio("prompt tuning training step, ours / HF", "prompt_step", "ours", "hf", "<= 0.90", at_most(0.90)),
+    Ratio("prompt tuning training step, ours / floor (148 positions)", "prompt_step", "ours", "floor"),
+    Ratio("prompt tuning training step, HF / floor (148 positions)", "prompt_step", "hf", "floor"),
+    Ratio("prefix tuning training step, ours / HF", "prefix_step", "ours", "hf", "<= 0.90", at_most(0.90)),
+    Ratio("prefix tuning training step, ours / floor", "prefix_step", "ours", "floor"),
+    Ratio("generate with cache, prompt tuning, ours / HF", "generate_cache", "ours_prompt", "hf_prompt"),
+    Ratio("generate with cache, prefix tuning, ours / HF", "generate_cache", "ours_prefix", "hf_prefix"),
+    Ratio("generate with cache, prompt tuning / base", "generate_cache", "ours_prompt", "base"),
+    Ratio("generate with cache, prefix tuning / base", "generate_cache", "ours_prefix", "base"),
+]
+
+
 RATIOS: list[Ratio] = [
     *LORA_RATIOS,
     *_lifecycle(),
@@ -272,4 +286,5 @@ RATIOS: list[Ratio] = [
     *DEDICATED_RATIOS,
     *VARIANT_RATIOS,
     *LORA_FEATURE_RATIOS,
+    *PROMPT_RATIOS,
 ]

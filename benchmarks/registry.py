@@ -15,6 +15,7 @@ from benchmarks.scenarios import (
     lifecycle,
     methods,
     mixed,
+    prompt,
     structured,
     training,
     variants,
@@ -51,4 +52,7 @@ SCENARIOS: dict[str, Scenario] = {
     "inject_init_large": Scenario(initialisation.inject_init_large),
     "pissa_init": Scenario(initialisation.pissa_init),
     "convert_to_lora": Scenario(conversion.convert_to_lora),
+    "prompt_step": Scenario(prompt.prompt_step),
+    "prefix_step": Scenario(prompt.prefix_step),
+    "generate_cache": Scenario(prompt.generate_cache),
 }

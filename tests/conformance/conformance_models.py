@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
+from peft_core.testing import TunerConformance
 from support.models import MLP, ConvNet, tiny_bert, tiny_gpt2, tiny_llama, tiny_mixtral, token_ids
 
 
@@ -57,3 +61,31 @@ class OnMixtral(OnTransformer):
     """Mixture of experts with bare 3-D expert parameters (``mlp.experts.gate_up_proj``)."""
 
     build = staticmethod(tiny_mixtral)
+
+
+class OnPromptModel:
+    """A transformers model of one task for prompt learning; the inputs carry an attention mask
+    (prompt learning extends it). Outputs per position keep only the input's positions, so that a
+    model that prepends virtual tokens compares with the base model."""
+
+    neutral_init = False  # virtual tokens change the outputs from the start
+    merge_atol = 1e-4
+    build: Callable[[], nn.Module] = staticmethod(tiny_gpt2)
+    decoder_length: int | None = None  # encoder-decoder models: decoder_input_ids of this length
+
+    def make_model(self) -> nn.Module:
+        return self.build()
+
+    def make_inputs(self) -> dict[str, torch.Tensor]:
+        ids = token_ids(batch=3, length=6)
+        mask = torch.ones_like(ids)
+        mask[0, :2] = 0
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        if self.decoder_length:
+            inputs["decoder_input_ids"] = token_ids(batch=3, length=self.decoder_length, seed=1)
+        return inputs
+
+    def run(self, model: Callable[..., Any], inputs: Any) -> torch.Tensor:
+        output = TunerConformance.run(self, model, inputs)  # type: ignore[arg-type]
+        length = inputs["input_ids"].shape[1]
+        return output[:, -length:] if output.dim() >= 2 and output.shape[1] > length else output

@@ -34,7 +34,7 @@ def test_the_wrapper_shows_the_wrapped_models_forward_signature() -> None:
     assert list(parameters)[:3] == ["input_ids", "attention_mask", "token_type_ids"]
     assert "labels" in parameters and "adapter_names" in parameters
     assert find_labels(type(model)) == ["labels"]
-    assert isinstance(model, PeftModel) and type(model).__name__ == "PeftModel"
+    assert isinstance(model, PeftModel) and type(model).__name__ == "PeftModelForSequenceClassification"  # as HF
 
 
 def test_the_quicktour_trains_evaluates_and_reloads_the_best_model(tmp_path: Path) -> None:

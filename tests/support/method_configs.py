@@ -50,7 +50,15 @@ METHOD_CONFIGS: dict[str, MethodConfig] = {
     "adalora": MethodConfig(
         "ADALORA",
         "mlp",
-        {"target_modules": ["lin0", "lin1"], "init_r": 4, "target_r": 2, "total_step": 20, "tinit": 1, "tfinal": 2, "init_lora_weights": False},
+        {
+            "target_modules": ["lin0", "lin1"],
+            "init_r": 4,
+            "target_r": 2,
+            "total_step": 20,
+            "tinit": 1,
+            "tfinal": 2,
+            "init_lora_weights": False,
+        },
         known_failures={
             **dict.fromkeys(
                 ("zero2", "zero3", "accelerate-zero2", "accelerate-zero3"),
@@ -69,6 +77,12 @@ METHOD_CONFIGS: dict[str, MethodConfig] = {
     "bitfit": MethodConfig("BITFIT", "mlp", {"target_modules": ["lin0", "lin1"], "init_scale": 0.1}),
     "scale_reg": MethodConfig("SCALE_REG", "mlp", {"target_modules": ["lin0", "lin1"], "max_change": 0.002}),
     "input_shift": MethodConfig("INPUT_SHIFT", "llama", {}),
+    # Prompt learning: virtual tokens before the input, from an MLP encoder, or as a KV-cache prefix.
+    "prompt_tuning": MethodConfig("PROMPT_TUNING", "llama", {"task_type": "CAUSAL_LM", "num_virtual_tokens": 4}),
+    "p_tuning": MethodConfig(
+        "P_TUNING", "llama", {"task_type": "CAUSAL_LM", "num_virtual_tokens": 4, "encoder_hidden_size": 16}
+    ),
+    "prefix_tuning": MethodConfig("PREFIX_TUNING", "llama", {"task_type": "CAUSAL_LM", "num_virtual_tokens": 4}),
 }
 
 

@@ -122,3 +122,80 @@ def tiny_mixtral(seed: int = 0) -> nn.Module:
         pad_token_id=0,
     )
     return MixtralForCausalLM(config).eval()
+
+
+def tiny_t5(seed: int = 0) -> nn.Module:
+    """A T5 encoder-decoder (``SEQ_2_SEQ_LM``); no end-of-sequence token, so generate runs to length."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=64,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=3,
+        num_decoder_layers=3,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=None,
+    )
+    return T5ForConditionalGeneration(config).eval()
+
+
+def tiny_bart(seed: int = 0) -> nn.Module:
+    """A BART encoder-decoder (``SEQ_2_SEQ_LM``, learned positions); no end-of-sequence token."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = BartConfig(
+        vocab_size=64,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=None,
+        decoder_start_token_id=2,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+    )
+    return BartForConditionalGeneration(config).eval()
+
+
+def tiny_bert_for(head: str, seed: int = 0) -> nn.Module:
+    """BERT with a head: ``"token"`` (TOKEN_CLS, 3 labels), ``"qa"`` (QUESTION_ANS) or ``"none"``
+    (FEATURE_EXTRACTION)."""
+    from transformers import BertConfig, BertForQuestionAnswering, BertForTokenClassification, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=64,
+        max_position_embeddings=32,
+        num_labels=2 if head == "qa" else 3,  # QA's head gives start and end logits
+    )
+    classes = {"token": BertForTokenClassification, "qa": BertForQuestionAnswering, "none": BertModel}
+    model: nn.Module = classes[head](config)
+    return model.eval()
+
+
+def lively(model: nn.Module, std: float = 0.3, seed: int = 5) -> nn.Module:
+    """``model`` with its weight matrices redrawn with a larger spread (N(0, std)): a tiny random model
+    then generates varied tokens instead of one token over and over, so generation tests can tell
+    a wrong position or cache step from a right one."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+    return model

@@ -11,11 +11,29 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from peft_core import registry
+from peft_core.api.auto import (
+    AutoPeftModel,
+    AutoPeftModelForCausalLM,
+    AutoPeftModelForFeatureExtraction,
+    AutoPeftModelForQuestionAnswering,
+    AutoPeftModelForSeq2SeqLM,
+    AutoPeftModelForSequenceClassification,
+    AutoPeftModelForTokenClassification,
+)
 from peft_core.api.base_state import get_base_model_state_dict, set_base_model_state_dict
 from peft_core.api.checkpointing import load_peft_weights
 from peft_core.api.functions import get_peft_model, hotswap_adapter, inject_adapter_in_model
 from peft_core.api.peft_model import PeftModel
 from peft_core.api.status import TunerLayerStatus, TunerModelStatus, get_layer_status, get_model_status
+from peft_core.api.task_models import (
+    MODEL_TYPE_TO_PEFT_MODEL_MAPPING,
+    PeftModelForCausalLM,
+    PeftModelForFeatureExtraction,
+    PeftModelForQuestionAnswering,
+    PeftModelForSeq2SeqLM,
+    PeftModelForSequenceClassification,
+    PeftModelForTokenClassification,
+)
 from peft_core.contract.config import PeftConfig, TaskType
 from peft_core.contract.hookspecs import hookimpl, hookspec
 from peft_core.contract.rows import BASE_ADAPTER
@@ -44,15 +62,29 @@ except PackageNotFoundError:  # running from a source tree
 __all__ = [
     "BASE_ADAPTER",
     "DEFAULT_ADAPTER",
+    "MODEL_TYPE_TO_PEFT_MODEL_MAPPING",
     "AdapterLoadError",
     "AdapterNotFoundError",
     "AdapterSaveError",
+    "AutoPeftModel",
+    "AutoPeftModelForCausalLM",
+    "AutoPeftModelForFeatureExtraction",
+    "AutoPeftModelForQuestionAnswering",
+    "AutoPeftModelForSeq2SeqLM",
+    "AutoPeftModelForSequenceClassification",
+    "AutoPeftModelForTokenClassification",
     "ConfigError",
     "MergeError",
     "ModulesToSaveWrapper",
     "PeftConfig",
     "PeftError",
     "PeftModel",
+    "PeftModelForCausalLM",
+    "PeftModelForFeatureExtraction",
+    "PeftModelForQuestionAnswering",
+    "PeftModelForSeq2SeqLM",
+    "PeftModelForSequenceClassification",
+    "PeftModelForTokenClassification",
     "PluginConflictError",
     "PluginError",
     "PluginNotInstalledError",

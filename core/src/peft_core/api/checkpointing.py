@@ -73,6 +73,8 @@ class Checkpointing:
         def peft_config(self) -> dict[str, PeftConfig]: ...
 
         def _add(self, adapter_name: str, peft_config: PeftConfig, loading: bool) -> None: ...
+        @classmethod
+        def _fit_task(cls, config: PeftConfig) -> PeftConfig: ...
         def delete_adapter(self, adapter_name: str) -> None: ...
         def get_base_model(self) -> nn.Module: ...
         def eval(self: P) -> P: ...
@@ -153,17 +155,22 @@ class Checkpointing:
         (transformers' own renamings apply by default); ``low_cpu_mem_usage`` and
         ``torch_device`` are accepted for compatibility: adapter tensors are never
         initialised when the checkpoint fills them, and always go where the base weights
-        are. A load that fails raises ``AdapterLoadError`` and leaves ``model`` as it was.
+        are. The result is of the task-type class of the saved ``task_type``
+        (``PeftModelForCausalLM``...) whichever class this is called on, as in Hugging Face
+        PEFT; without a saved task type, of this class (whose task the adapter then gets).
+        A load that fails raises ``AdapterLoadError`` and leaves ``model`` as it was.
         """
         _ignored({k: v for k, v in kwargs.items() if k not in HUB_ARGUMENTS | {"device_map"}}, "from_pretrained")
         refuse_adapted(model)
         found, tensors = _read(model_id, subfolder, config)
         tensors = map_checkpoint_keys(model, tensors, key_mapping)
-        found = fit_loaded_config(found, model).model_copy(update={"inference_mode": not is_trainable})
+        # As Hugging Face PEFT: the class of the saved task type, whichever class this is called on.
+        make: Any = getattr(cls, "task_models", {}).get(str(found.task_type), cls)
+        found = make._fit_task(fit_loaded_config(found, model)).model_copy(update={"inference_mode": not is_trainable})
         checked = check_adapter_fits(model, found, tensors, adapter_name, strict, model_id, autocast_adapter_dtype)
         grad_flags = [(p, p.requires_grad) for p in model.parameters()]
         try:
-            make: Any = cls  # PeftModel or a task-type subclass: (model, config, name, autocast, low_cpu_mem_usage)
+            # PeftModel or a task-type subclass: (model, config, name, autocast, low_cpu_mem_usage)
             peft_model: P = make(model, found, adapter_name, autocast_adapter_dtype, _covers_every_tensor(checked))
         except Exception as exc:  # injection rolled itself back; any failure of it is a load error here
             raise AdapterLoadError(f"adapter in {model_id} does not fit this model: {describe_error(exc)}") from exc
@@ -199,7 +206,7 @@ class Checkpointing:
         _ignored({k: v for k, v in kwargs.items() if k not in HUB_ARGUMENTS}, "load_adapter")
         config, tensors = _read(model_id, subfolder, None)
         tensors = map_checkpoint_keys(self.get_base_model(), tensors, key_mapping)
-        config = fit_loaded_config(config, self.get_base_model()).model_copy(
+        config = self._fit_task(fit_loaded_config(config, self.get_base_model())).model_copy(
             update={"inference_mode": not is_trainable}
         )
         if adapter_name in self.peft_config:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from torch import Tensor, nn
 
 from peft_core.api.peft_model import PeftModel
+from peft_core.api.task_models import peft_model_class
 from peft_core.contract.config import PeftConfig
 from peft_core.contract.layer import loading_every_tensor
 from peft_core.engine import hotswap_adapter_from_state_dict, inject
@@ -30,9 +31,11 @@ def get_peft_model(
 
     The tuner is chosen by the config's type among installed plugins; ``peft_config``
     itself is not changed (the adapter keeps a prepared copy: ``model.peft_config``).
-    ``model`` is changed in place: it is the model inside the returned PeftModel.
-    ``revision`` is recorded in the config; ``low_cpu_mem_usage`` leaves the adapter
-    uninitialised for a load to fill. ``mixed`` (adapters of several methods) is refused.
+    ``model`` is changed in place: it is the model inside the returned PeftModel, which is
+    of the task-type class of ``peft_config.task_type`` (``PeftModelForCausalLM``...), or a
+    ``PeftModel`` without one, as in Hugging Face PEFT. ``revision`` is recorded in the
+    config; ``low_cpu_mem_usage`` leaves the adapter uninitialised for a load to fill.
+    ``mixed`` (adapters of several methods) is refused.
     """
     if mixed:
         raise ConfigError(
@@ -41,7 +44,8 @@ def get_peft_model(
         )
     if revision is not None:
         peft_config = peft_config.model_copy(update={"revision": revision})
-    return PeftModel(model, peft_config, adapter_name, autocast_adapter_dtype, low_cpu_mem_usage)
+    model_class = peft_model_class(peft_config.task_type)
+    return model_class(model, peft_config, adapter_name, autocast_adapter_dtype, low_cpu_mem_usage)
 
 
 def inject_adapter_in_model(

@@ -1,5 +1,5 @@
 """Where ``PeftModel`` calls the tuner's model-level hooks (``prepare_inputs``,
-``prepare_generation_inputs``, ``adapter_loss``, ``on_step_end``).
+``prepare_generate``, ``prepare_generation_inputs``, ``adapter_loss``, ``on_step_end``).
 
 The hooks run only while adapters are enabled and some adapter is active, and only for a
 tuner that overrides them: LoRA's forward pays nothing for hooks it does not have.
@@ -41,6 +41,14 @@ class ModelHooks:
             if extra is not None:
                 outputs.loss = outputs.loss + extra
         return outputs
+
+    def generate_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``generate``'s own arguments after the tuner's ``prepare_generate``."""
+        if "prepare_generate" not in self.tuned.model_hooks or not self._enabled():
+            return args, kwargs
+        return self.tuned.tuner.prepare_generate(self.tuned, args, dict(kwargs))
 
     @contextmanager
     def generation(self) -> Iterator[None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any, SupportsIndex
+from typing import Any, ClassVar, SupportsIndex
 
 from torch import nn
 
@@ -17,7 +17,7 @@ from peft_core.api.status import TunerLayerStatus, TunerModelStatus, get_layer_s
 from peft_core.contract.config import PeftConfig
 from peft_core.contract.layer import adapter_layers
 from peft_core.engine import ModulesToSaveWrapper, TunedModel, adapter_rows, add_weighted_adapter, refuse_adapted
-from peft_core.errors import AdapterNotFoundError, PeftError
+from peft_core.errors import AdapterNotFoundError, ConfigError, PeftError
 from peft_core.io.loading import DEFAULT_ADAPTER
 
 
@@ -29,6 +29,30 @@ class PeftModel(Checkpointing, ActivationCheckpointing, nn.Module):
     ``TunedModel`` holding the user's model as ``base_model.model``. Like Hugging Face
     PEFT, wrapping changes ``model`` in place: it is the model inside, adapters and all.
     """
+
+    #: The task-type subclasses (``PeftModelForCausalLM``...) by ``task_type``, registered by
+    #: ``class C(PeftModel, task_type="CAUSAL_LM")``; ``from_pretrained`` picks one as Hugging Face PEFT does.
+    task_models: ClassVar[dict[str, type[PeftModel]]] = {}
+    #: The task of a task-type subclass: its adapters' configs get it when they have none.
+    task_type: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, task_type: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if task_type is not None:
+            cls.task_type = task_type
+            PeftModel.task_models[task_type] = cls
+
+    @classmethod
+    def _fit_task(cls, config: PeftConfig) -> PeftConfig:
+        """``config`` with this class's ``task_type`` (a copy if it had none); an error if it has another."""
+        if cls.task_type is None or config.task_type == cls.task_type:
+            return config
+        if config.task_type is None:
+            return config.model_copy(update={"task_type": cls.task_type})
+        raise ConfigError(
+            f"{cls.__name__} runs task_type {cls.task_type!r}, but the adapter's config has task_type "
+            f"{config.task_type!r}; use get_peft_model (it picks the class from the task type) or the matching class"
+        )
 
     def __init__(
         self,
@@ -74,9 +98,11 @@ class PeftModel(Checkpointing, ActivationCheckpointing, nn.Module):
             return self._hooks.forward(args, kwargs)
 
     def generate(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
-        """The wrapped model's ``generate`` (the tuner's ``prepare_generation_inputs`` runs in each step)."""
+        """The wrapped model's ``generate``: the tuner's ``prepare_generate`` changes its arguments,
+        and its ``prepare_generation_inputs`` runs in each step."""
         with ExitStack() as stack:
             stack.enter_context(self._rows(adapter_names))
+            args, kwargs = self._hooks.generate_arguments(args, kwargs)
             stack.enter_context(self._hooks.generation())
             return self.get_base_model().generate(*args, **kwargs)  # type: ignore[operator]
 
@@ -140,6 +166,7 @@ class PeftModel(Checkpointing, ActivationCheckpointing, nn.Module):
     def _add(self, adapter_name: str, peft_config: PeftConfig, loading: bool, autocast: bool | None = None) -> None:
         if adapter_name in self.peft_config:
             raise PeftError(f"adapter {adapter_name!r} already exists; delete_adapter() it first or pick another name")
+        peft_config = self._fit_task(peft_config)
         name = getattr(getattr(self.get_base_model(), "config", None), "name_or_path", None) or None
         given = peft_config.base_model_name_or_path
         if given is None:

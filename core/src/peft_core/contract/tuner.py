@@ -7,9 +7,9 @@ A method overrides only what it needs:
 - module adapters: ``create_layer`` (a bare ``AdapterLayer`` for one target),
   ``extra_trainable_parameters`` (base tensors it trains, e.g. biases);
 - model-level adapters and hooks, for methods that change what the model receives or
-  computes: ``create_model_adapter``, ``prepare_inputs``, ``prepare_generation_inputs``,
-  ``adapter_loss``, ``on_step_end`` (set ``targets_modules = False`` when the method
-  wraps no module at all, like prompt tuning);
+  computes: ``create_model_adapter``, ``prepare_inputs``, ``prepare_generate``,
+  ``prepare_generation_inputs``, ``adapter_loss``, ``on_step_end`` (set
+  ``targets_modules = False`` when the method wraps no module at all, like prompt tuning);
 - checkpoints: ``adapter_state_dict`` (live tensors under the saved keys) and
   ``tensors_to_save``;
 - ``weighted_adapter``, where combining adapters makes sense.
@@ -155,6 +155,17 @@ class BaseTuner:
 
         Return the new ``(args, kwargs)`` (prepend virtual tokens, extend
         ``attention_mask`` and ``labels``). Default: unchanged.
+        """
+        return args, kwargs
+
+    def prepare_generate(
+        self, model: AdaptedModel, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Change the arguments of ``generate`` itself; called once per ``generate`` call with adapters enabled.
+
+        For what generation computes once, before its steps: an encoder-decoder model runs its
+        encoder on these arguments (prompt tuning prepends virtual tokens to the encoder's
+        input here). Return the new ``(args, kwargs)``. Default: unchanged.
         """
         return args, kwargs
 

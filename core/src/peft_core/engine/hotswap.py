@@ -20,6 +20,7 @@ from peft_core.contract.config import PeftConfig
 from peft_core.contract.layer import AdapterLayer, adapter_layers
 from peft_core.contract.tuner import MODEL_PREFIX
 from peft_core.engine.state import model_configs, store_config
+from peft_core.engine.tuned_model import view_of
 from peft_core.errors import AdapterLoadError, PeftError
 from peft_core.registry import registry
 
@@ -76,6 +77,7 @@ def hotswap_adapter_from_state_dict(
     and leave the model as it was.
     """
     inner = inner_model(model)
+    _refuse_model_level_adapter(model, adapter_name)
     layers = {path: layer for path, layer in adapter_layers(inner) if adapter_name in layer.adapter_configs}
     current = model_configs(inner).get(adapter_name)
     if not layers or current is None:
@@ -106,6 +108,16 @@ def hotswap_adapter_from_state_dict(
     for path, layer in layers.items():
         layer.hotswap(adapter_name, per_layer[path], resolved[path])
     store_config(inner, adapter_name, config)
+
+
+def _refuse_model_level_adapter(model: nn.Module, adapter_name: str) -> None:
+    """A model-level adapter (virtual tokens) is swapped only if its tuner declares ``hotswap``."""
+    view = view_of(model)
+    if adapter_name in view.adapter_modules and not type(view.tuner).capabilities.hotswap:
+        raise AdapterLoadError(
+            f"{view.tuner.name} adapters do not declare hotswapping (capabilities.hotswap); "
+            "use load_adapter() and set_adapter() to switch to another adapter"
+        )
 
 
 def _check_saved_base(layer: AdapterLayer, key: str, tensor: Tensor) -> None:

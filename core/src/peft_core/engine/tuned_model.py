@@ -23,7 +23,7 @@ from peft_core.engine.partitioning import refuse_ungathered
 from peft_core.errors import AdapterNotFoundError, MergeError, PeftError
 from peft_core.registry import registry
 
-MODEL_HOOKS = ("prepare_inputs", "prepare_generation_inputs", "adapter_loss", "on_step_end")
+MODEL_HOOKS = ("prepare_inputs", "prepare_generate", "prepare_generation_inputs", "adapter_loss", "on_step_end")
 
 
 class TunedModel(nn.Module):

@@ -6,8 +6,8 @@ from peft_lora.config import LoraConfig
 from peft_lora.conv import Conv
 from peft_lora.conversion import Conversion, LayerConversion, convert_to_lora, lora_conversion
 from peft_lora.convert_command import save_as_lora
-from peft_lora.embedding import Embedding
 from peft_lora.dropout import fast_dropout
+from peft_lora.embedding import Embedding
 from peft_lora.initialisation import fast_init
 from peft_lora.layer import Linear, LoraLayer
 from peft_lora.tuner import LoraTuner

@@ -32,7 +32,7 @@ def test_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
         assert all(stats["min_ms"] <= stats["median_ms"] <= stats["max_ms"] for stats in scenario["wall"].values())
         assert isinstance(scenario["noisy"], bool) and len(scenario["load_average"]) == 2, name
     variants = results["scenarios"]["train_llama"]["wall"]
-    assert set(variants) == {"floor", "ours", "hf", "ours_dropout", "hf_dropout"}
+    assert set(variants) == {"floor", "ours", "hf", "ours_dropout", "hf_dropout", "ours_fast_dropout"}
     assert all(v["runs"] == 2 for v in variants.values())
     assert set(results["scenarios"]["peak_memory"]["values"]) >= {"floor_peak_rss_mb", "ours_peak_rss_mb"}
     for size in SIZES:

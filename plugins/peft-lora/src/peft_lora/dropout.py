@@ -82,7 +82,7 @@ def input_dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """Dropout with probability ``p`` on ``x`` (identity unless ``training`` and ``p > 0``)."""
     if not training or p == 0.0:
         return x
-    if not _FAST.get() or x.device.type != "cpu" or compiling() or p >= 1.0:
+    if compiling() or not _FAST.get() or x.device.type != "cpu" or p >= 1.0:  # compiling() first: no graph break
         return F.dropout(x, p, training=True)
     dropped: Tensor = _InputDropout.apply(x, p)  # type: ignore[no-untyped-call]
     return dropped

@@ -8,7 +8,7 @@ loading see only the first ``r`` (``LoraLayer.adapter_state_dict``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -16,11 +16,25 @@ from torch import Tensor, nn
 from peft_core.contract import PeftConfig, PeftError
 from peft_lora.config import LoraConfig
 
-if TYPE_CHECKING:
-    from peft_lora.layer import LoraLayer
+
+class SwappableLayer(Protocol):
+    """What a swap reads and writes of a LoRA layer (peft_lora.layer.LoraLayer; a protocol here,
+    so that this module does not import the layer that calls it)."""
+
+    r: dict[str, int]
+    scaling: dict[str, float | Tensor]
+    lora_dropout: nn.ModuleDict
+    adapter_configs: dict[str, Any]
+    factor_keys: tuple[str, str]
+
+    def lora_factors(self, adapter_name: str) -> tuple[Tensor, Tensor]: ...
+
+    def factor_owners(self, adapter_name: str) -> tuple[tuple[nn.Module, str], tuple[nn.Module, str]]: ...
+
+    def adapter_state_dict(self, adapter_name: str) -> dict[str, Tensor]: ...
 
 
-def pad_adapter(layer: LoraLayer, adapter_name: str, max_rank: int | None) -> None:
+def pad_adapter(layer: SwappableLayer, adapter_name: str, max_rank: int | None) -> None:
     """Grow the adapter's ``A`` (dim 0) and ``B`` (dim 1) to ``max_rank`` (None: its rank) with zeros;
     scaling as a tensor."""
     rank = layer.r[adapter_name]
@@ -61,7 +75,7 @@ def _set(owner: nn.Module, key: str, value: nn.Parameter) -> None:
         setattr(owner, key, value)
 
 
-def _new_factors(layer: LoraLayer, adapter_name: str, tensors: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+def _new_factors(layer: SwappableLayer, adapter_name: str, tensors: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
     live = layer.adapter_state_dict(adapter_name)
     if set(tensors) != set(live):
         raise PeftError(f"checkpoint has {sorted(tensors)}, the adapter has {sorted(live)}")
@@ -69,7 +83,7 @@ def _new_factors(layer: LoraLayer, adapter_name: str, tensors: Mapping[str, Tens
     return tensors[key_a].flatten(1), tensors[key_b].flatten(1)
 
 
-def check_swap(layer: LoraLayer, adapter_name: str, tensors: Mapping[str, Tensor], config: PeftConfig) -> None:
+def check_swap(layer: SwappableLayer, adapter_name: str, tensors: Mapping[str, Tensor], config: PeftConfig) -> None:
     """Raise ``PeftError`` unless the checkpoint's factors fit the adapter's parameters."""
     if not isinstance(config, LoraConfig):
         raise PeftError(f"a LoRA adapter takes a LoraConfig, not {type(config).__name__}")
@@ -88,7 +102,7 @@ def check_swap(layer: LoraLayer, adapter_name: str, tensors: Mapping[str, Tensor
         )
 
 
-def swap(layer: LoraLayer, adapter_name: str, tensors: Mapping[str, Tensor], config: PeftConfig) -> None:
+def swap(layer: SwappableLayer, adapter_name: str, tensors: Mapping[str, Tensor], config: PeftConfig) -> None:
     """Copy the checkpoint's factors in place (zero rows past its rank) and take its scaling."""
     assert isinstance(config, LoraConfig)
     new_a, new_b = _new_factors(layer, adapter_name, tensors)

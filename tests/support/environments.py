@@ -32,7 +32,7 @@ def site_without(folder: Path, packages: Sequence[str]) -> Path:
         if not entry.is_dir() or entry == Path.cwd():
             continue
         for child in entry.iterdir():
-            if any(package in child.name.replace("-", "_") for package in packages):
+            if any(package in child.name.replace("-", "_") for package in packages) or not _importable(child):
                 continue
             first = chosen.get(child.name)
             if first is None or (_namespace_like(first) and not _namespace_like(child)):
@@ -40,6 +40,12 @@ def site_without(folder: Path, packages: Sequence[str]) -> Path:
     for name, child in chosen.items():
         (folder / name).symlink_to(child)
     return folder
+
+
+def _importable(path: Path) -> bool:
+    # sys.path[0] is the scripts folder when pytest runs as a script: its console scripts
+    # (transformers has one named "transformers") must not hide the packages.
+    return path.is_dir() or path.suffix in (".py", ".so", ".pyd", ".pth")
 
 
 def _namespace_like(path: Path) -> bool:

@@ -7,6 +7,7 @@ incumbent's behaviour for each row is in docs/reliability.md.
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +251,43 @@ def test_a_model_card_is_written_and_a_users_own_card_is_kept(tmp_path: Path) ->
     (tmp_path / "mine" / "README.md").write_text("my notes")
     model.save_pretrained(tmp_path / "mine")
     assert (tmp_path / "mine" / "README.md").read_text() == "my notes"
+
+
+@pytest.mark.incumbent
+@pytest.mark.parametrize(
+    ("targets", "extra", "choice"),
+    [
+        (["embed_tokens", "q_proj"], {}, "auto"),  # an embedding is a target: saved, with a warning
+        (["q_proj"], {"trainable_token_indices": [1, 5]}, "auto"),  # only the rows: no embedding
+        (["q_proj"], {}, "auto"),
+        (["q_proj"], {}, True),
+        (["embed_tokens", "q_proj"], {}, False),
+    ],
+    ids=["embedding-target", "trainable-tokens", "no-embedding", "forced", "refused"],
+)
+def test_save_embedding_layers_saves_what_the_incumbent_saves(
+    targets: list[str], extra: dict[str, Any], choice: Any, tmp_path: Path
+) -> None:
+    import peft
+    from safetensors.torch import load_file
+
+    from support.models import tiny_llama
+
+    saved: dict[str, list[str]] = {}
+    warned: dict[str, bool] = {}
+    for name, library in (("hf", peft), ("ours", None)):
+        settings = {"r": 2, "target_modules": targets, **extra}
+        if library is None:
+            model: Any = get_peft_model(tiny_llama(), LoraConfig(**settings))
+        else:
+            model = peft.get_peft_model(tiny_llama(), peft.LoraConfig(**settings))
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            model.save_pretrained(tmp_path / name, save_embedding_layers=choice)
+        warned[name] = any("embedding layers" in str(w.message) for w in record)
+        saved[name] = sorted(load_file(tmp_path / name / "adapter_model.safetensors"))
+    assert saved["ours"] == saved["hf"]
+    assert warned["ours"] == warned["hf"]
+    assert any(
+        k.endswith("embed_tokens.base_layer.weight") or k.endswith("embed_tokens.weight") for k in saved["ours"]
+    ) == (choice is True or (choice == "auto" and "embed_tokens" in targets))

@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in every worker (default 1)")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the other scenarios of the existing results file, replacing those run now (rerun NOISY rows)",
+    )
+    parser.add_argument(
         "--in-process", action="store_true", help="run scenarios in this process (smoke tests only: no isolation)"
     )
     parser.add_argument(
@@ -124,12 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         "peft-core": _version("peft-core"),
         "peft (Hugging Face)": _version("peft"),
     }
+    results_file = output_dir / f"results{suffix}.json"
+    if args.update and results_file.is_file():
+        previous = json.loads(results_file.read_text())
+        rerun = ", ".join(scenarios)
+        scenarios = {**previous["scenarios"], **scenarios}
+        meta = {**previous["meta"], f"rerun {started}": rerun}
     noisy = [name for name, record in scenarios.items() if record.get("noisy")]
     meta["NOISY scenarios (machine busy: see each scenario)"] = ", ".join(noisy) if noisy else "none"
     ratios = compute_ratios(scenarios)
-    (output_dir / f"results{suffix}.json").write_text(
-        json.dumps({"meta": meta, "scenarios": scenarios, "ratios": ratios}, indent=1)
-    )
+    results_file.write_text(json.dumps({"meta": meta, "scenarios": scenarios, "ratios": ratios}, indent=1))
     (output_dir / f"results{suffix}.md").write_text(markdown(meta, scenarios, ratios) + "\n")
     missed = [row["label"] for row in ratios if row["met"] is False]
     print(f"[bench] wrote {output_dir / f'results{suffix}.md'}; targets missed: {missed or 'none'}")

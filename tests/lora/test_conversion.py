@@ -222,3 +222,12 @@ def test_the_cli_converts_an_adapter_folder(tmp_path: Path, capsys: pytest.Captu
         warnings.simplefilter("ignore")
         assert main(argv) == 1  # OUT is not empty now
     assert "exists and is not empty; pass --force" in capsys.readouterr().err
+
+
+def test_a_trainable_adapter_converts_to_plain_tensors_without_a_graph() -> None:
+    model = get_peft_model(tiny_llama(), LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    assert any(p.requires_grad for p in model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no autograd warning about reading a grad-requiring SVD input
+        _, tensors = convert_to_lora(model, 2)
+    assert tensors and not any(t.requires_grad or t.grad_fn is not None for t in tensors.values())

@@ -67,7 +67,7 @@ class LoraConfig(TargetedConfig):
     init_lora_weights: bool | str = Field(
         default=True,
         description=(
-            "True: A Kaiming-uniform, B zero; 'gaussian': A normal(1/r), B zero; False: both random; "
+            "True: A Kaiming-uniform, B zero; 'gaussian': A normal with std 1/r, B zero; False: both random; "
             "'orthogonal': orthogonal halves (even r); 'pissa', 'pissa_niter_[n]', 'olora': split off from the "
             "base weight, which keeps the rest"
         ),

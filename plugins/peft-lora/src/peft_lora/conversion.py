@@ -54,6 +54,7 @@ class Conversion:
         return max((layer.relative_error for layer in self.layers), default=0.0)
 
 
+@torch.no_grad()  # the factors are results, not part of a graph (a trainable adapter has grads on)
 def lora_conversion(
     model: nn.Module,
     adapter_name: str = "default",

@@ -12,7 +12,7 @@ in which order, on which device:
   bf16 weight's adapter holds bf16-rounded values).
 
 Those extra draws cost about twice the random numbers of drawing each factor once (see
-benchmarks: ``inject_merge_large``). ``fast_init()`` skips them: each factor is drawn
+benchmarks: ``inject_init_large``). ``fast_init()`` skips them: each factor is drawn
 once, on the base weight's device, in fp32; the same distributions, other values.
 """
 
@@ -75,7 +75,7 @@ def default_draws(*tensors: Tensor) -> None:
 def init_factors(a: Tensor, b: Tensor, init: bool | str, r: int, b_bias: Tensor | None = None) -> None:
     """Fill ``A`` (r, ...) and ``B`` (out, r, ...) in place for a random ``init`` (not PiSSA/OLoRA).
 
-    ``True``: A Kaiming-uniform, B zero. ``"gaussian"``: A ~ N(0, 1/r), B zero.
+    ``True``: A Kaiming-uniform, B zero. ``"gaussian"``: A normal with mean 0 and standard deviation 1/r, B zero.
     ``False``: both Kaiming-uniform (a non-trivial adapter). ``"orthogonal"``: see
     ``orthogonal_factors``. On the incumbent's stream the constructors' draws come first.
     ``b_bias`` (``lora_bias``): PyTorch's default bias init, U(-1/sqrt(r), 1/sqrt(r)),

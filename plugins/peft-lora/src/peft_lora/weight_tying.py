@@ -58,7 +58,7 @@ class TiedLoraLinear(Linear):
             default_draws(torch.empty(config.r, self.in_features), torch.empty(self.out_features, config.r))
         if config.init_lora_weights is not False:
             # ...and then initialises the head's factors as a Linear's, through the tied views: the embedding's
-            # B takes the head's A init (Kaiming-uniform or N(0, 1/r)), its A the head's zero B.
+            # B takes the head's A init (Kaiming-uniform or normal with std 1/r), its A the head's zero B.
             a, b = self.lora_factors(adapter_name)
             with torch.no_grad(), fast_init():  # the views only: the constructor draws are done
                 init_factors(a, b, config.init_lora_weights, config.r)

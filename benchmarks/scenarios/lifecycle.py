@@ -1,9 +1,10 @@
-"""Adapter life cycle at two sizes and two dtypes: inject, merge/unmerge, save, hotswap,
-merge_and_unload and load, ours against the incumbent.
+"""Adapter life cycle at two sizes (and GPT-2's Conv1D layers) and two dtypes: inject,
+merge/unmerge, save, hotswap, merge_and_unload and load, ours against the incumbent.
 
-LoRA r=16 on every linear layer but the head, with weights as after training (``_trained_like``). ``tiny`` is
-llama-tiny: both libraries in one process, round by round (a copy of the base model per
-round, outside the timings). ``large`` is the 0.94B Llama built on the meta device and
+LoRA r=16 on every linear layer but the head, with weights as after training
+(``_trained_like``). ``tiny`` is llama-tiny: both libraries in one process, round by round
+(a copy of the base model per round, outside the timings); ``gpt2`` likewise, with
+transformers' Conv1D layers. ``large`` is the 0.94B Llama built on the meta device and
 materialised without init, fresh for every run; each library runs in a process of its own
 (two copies of the model would not fit beside each other on small machines, and peak
 memory is per process). Peak memory of ``merge_and_unload`` is what the call adds to the
@@ -30,7 +31,7 @@ from benchmarks.context import Context, Result, peak_added_mb
 from benchmarks.scenarios.common import lora_config, wrap
 from benchmarks.timing import summarize, synchronize
 
-SIZES = {"tiny": "llama-tiny", "large": "0.9B Llama"}
+SIZES = {"tiny": "llama-tiny", "gpt2": "GPT-2 Conv1D", "large": "0.9B Llama"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 OPERATIONS = ("inject", "merge_adapter", "unmerge_adapter", "save", "hotswap", "merge_and_unload", "load")
 
@@ -38,6 +39,8 @@ OPERATIONS = ("inject", "merge_adapter", "unmerge_adapter", "save", "hotswap", "
 def _base(size: str, dtype: torch.dtype, ctx: Context) -> nn.Module:
     if size == "large":
         return models.llama_large(ctx.quick, dtype).to(ctx.device)
+    if size == "gpt2":
+        return models.gpt2(ctx.quick).to(dtype).to(ctx.device)
     return models.llama(ctx.quick).to(dtype).to(ctx.device)
 
 

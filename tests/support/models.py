@@ -54,6 +54,36 @@ class ConvMix(nn.Module):
         return self.head(s.mean(-1))
 
 
+class AttentionNet(nn.Module):
+    """``nn.MultiheadAttention`` (sequence first, as Hugging Face PEFT's tests use it) then a linear head:
+    (seq, batch, 10) -> (seq, batch, 2)."""
+
+    def __init__(self, kdim: int | None = None, vdim: int | None = None) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(10, 2, kdim=kdim, vdim=vdim)
+        self.lin0 = nn.Linear(10, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, _ = self.mha(x, x, x)
+        result: Tensor = self.lin0(h)
+        return result
+
+
+class EncoderNet(nn.Module):
+    """Two ``nn.TransformerEncoderLayer``s (batch first: eligible for PyTorch's fused inference path)
+    and a head: (batch, seq, 8) -> (batch, seq, 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        result: Tensor = self.head(self.encoder(x))
+        return result
+
+
 def tiny_gpt2(seed: int = 0) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 

@@ -29,6 +29,7 @@ from peft_lora.embedding import Embedding
 from peft_lora.initial_conversion import check_initial_config, relative_to_initial
 from peft_lora.layer import Linear, LoraLayer
 from peft_lora.lora_bias import check_bias_targets
+from peft_lora.mha import MultiheadAttention, check_mha_targets
 from peft_lora.parameter import ParameterLora, parameter_targets, parameters_for
 from peft_lora.residual_init import check_targets, pissa_iterations
 from peft_lora.token_targets import TokenTarget, token_targets
@@ -39,7 +40,7 @@ from peft_lora.weighted import weighted_adapter
 
 
 class LoraTuner(BaseTuner):
-    """LoRA for Linear, transformers Conv1D, Embedding and Conv1d/2d/3d (groups=1).
+    """LoRA for Linear, transformers Conv1D, Embedding, Conv1d/2d/3d (groups=1) and nn.MultiheadAttention.
 
     A config with a variant flag (``use_dora``) gets its layers from the plugin that
     answers ``peft_lora_variant`` for it.
@@ -74,6 +75,7 @@ class LoraTuner(BaseTuner):
         assert isinstance(prepared, LoraConfig)
         resolved = {path: self.resolve_config(prepared, path) for path in targets}
         lora_configs = {path: c for path, c in resolved.items() if isinstance(c, LoraConfig)}
+        check_mha_targets(model, lora_configs)
         check_targets(model, lora_configs)
         check_bias_targets(model, lora_configs)
         init = prepared.init_lora_weights
@@ -137,6 +139,8 @@ class LoraTuner(BaseTuner):
         owned = [n for n, _ in target.named_parameters(recurse=False) if n in (config.target_parameters or [])]
         if owned:  # target_parameters, resolved for this module, name parameters it owns
             return ParameterLora(target)
+        if isinstance(target, nn.MultiheadAttention):
+            return self._attention_layer(target, config)
         variant = self.variant(config)
         if variant is not None:
             return variant.create_layer(target, config)
@@ -149,6 +153,16 @@ class LoraTuner(BaseTuner):
         if is_supported_conv(target):
             return Conv(target)
         return None
+
+    def _attention_layer(self, target: nn.MultiheadAttention, config: LoraConfig) -> MultiheadAttention:
+        flags = [flag for flag in config.variant_flags if getattr(config, flag)]
+        if flags:
+            raise ConfigError(
+                f"LoRA on nn.MultiheadAttention does not support {', '.join(f'{f}=True' for f in flags)} (nor does "
+                f"Hugging Face PEFT): set {' and '.join(f'{f}=False' for f in flags)}, or leave the attention out "
+                "of target_modules"
+            )
+        return MultiheadAttention(target)
 
     def _token_layer(self, path: str, target: nn.Module) -> AdapterLayer:
         plan = self._tokens[path]

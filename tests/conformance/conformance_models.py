@@ -14,6 +14,7 @@ from support.models import (
     AttentionNet,
     ConvNet,
     EncoderNet,
+    GroupedConvNet,
     tiny_bert,
     tiny_gpt2,
     tiny_llama,
@@ -37,6 +38,16 @@ class OnConvNet:
 
     def make_model(self) -> nn.Module:
         return ConvNet()
+
+    def make_inputs(self) -> torch.Tensor:
+        return torch.randn(3, 4, 8, 8)
+
+
+class OnGroupedConvNet:
+    """Grouped Conv1d/2d/3d and a depthwise Conv2d (``conv1d``, ``conv2d``, ``depthwise``, ``conv3d``, ``head``)."""
+
+    def make_model(self) -> nn.Module:
+        return GroupedConvNet()
 
     def make_inputs(self) -> torch.Tensor:
         return torch.randn(3, 4, 8, 8)

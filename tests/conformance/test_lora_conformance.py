@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conformance_models import OnAttention, OnConvNet, OnEncoder, OnGpt2, OnLlama, OnMixtral, OnMLP
+from conformance_models import OnAttention, OnConvNet, OnEncoder, OnGpt2, OnGroupedConvNet, OnLlama, OnMixtral, OnMLP
 from peft_core.testing import TunerConformance
 from peft_lora import LoraConfig
 
@@ -72,3 +72,12 @@ class TestLoraOnMultiheadAttention(OnAttention, TunerConformance):
 
 class TestLoraOnTransformerEncoderAttention(OnEncoder, TunerConformance):
     config = LoraConfig(r=2, target_modules=["self_attn"])
+
+
+class TestLoraOnGroupedConvolutions(OnGroupedConvNet, TunerConformance):
+    config = LoraConfig(r=4, target_modules=["conv1d", "conv2d", "depthwise", "conv3d"], rank_pattern={"depthwise": 8})
+    second_config = LoraConfig(r=2, target_modules=["conv2d", "conv3d"])
+
+
+class TestLoraBiasOnGroupedConvolutions(OnGroupedConvNet, TunerConformance):
+    config = LoraConfig(r=2, target_modules=["conv1d", "conv2d"], lora_bias=True)

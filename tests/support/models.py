@@ -54,6 +54,26 @@ class ConvMix(nn.Module):
         return self.head(s.mean(-1))
 
 
+class GroupedConvNet(nn.Module):
+    """Grouped convolutions: Conv1d (groups 2), Conv2d (groups 2, stride 2), a depthwise Conv2d
+    (groups 8) and a Conv3d (groups 2); (batch, 4, 8, 8) -> (batch, 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1d = nn.Conv1d(4, 6, 3, padding=1, groups=2)
+        self.conv2d = nn.Conv2d(4, 8, 3, padding=1, stride=2, groups=2)
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.conv3d = nn.Conv3d(4, 4, 3, padding=1, groups=2)
+        self.head = nn.Linear(18, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.conv1d(x.flatten(2)).mean(-1)
+        b = self.depthwise(torch.relu(self.conv2d(x))).mean((-1, -2))
+        c = self.conv3d(x.unsqueeze(2)).mean((-1, -2, -3))
+        result: Tensor = self.head(torch.cat([a, b, c], -1))
+        return result
+
+
 class AttentionNet(nn.Module):
     """``nn.MultiheadAttention`` (sequence first, as Hugging Face PEFT's tests use it) then a linear head:
     (seq, batch, 10) -> (seq, batch, 2)."""

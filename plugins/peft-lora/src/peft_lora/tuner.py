@@ -26,6 +26,7 @@ from peft_lora.config import LoraConfig
 from peft_lora.conv import Conv, is_supported_conv
 from peft_lora.defaults import DEFAULT_TARGET_MODULES
 from peft_lora.embedding import Embedding
+from peft_lora.grouped_conv import GroupedConv, check_grouped_targets, is_grouped_conv
 from peft_lora.initial_conversion import check_initial_config, relative_to_initial
 from peft_lora.layer import Linear, LoraLayer
 from peft_lora.lora_bias import check_bias_targets
@@ -40,7 +41,7 @@ from peft_lora.weighted import weighted_adapter
 
 
 class LoraTuner(BaseTuner):
-    """LoRA for Linear, transformers Conv1D, Embedding, Conv1d/2d/3d (groups=1) and nn.MultiheadAttention.
+    """LoRA for Linear, transformers Conv1D, Embedding, Conv1d/2d/3d (grouped too) and nn.MultiheadAttention.
 
     A config with a variant flag (``use_dora``) gets its layers from the plugin that
     answers ``peft_lora_variant`` for it.
@@ -76,6 +77,7 @@ class LoraTuner(BaseTuner):
         resolved = {path: self.resolve_config(prepared, path) for path in targets}
         lora_configs = {path: c for path, c in resolved.items() if isinstance(c, LoraConfig)}
         check_mha_targets(model, lora_configs)
+        check_grouped_targets(model, lora_configs)
         check_targets(model, lora_configs)
         check_bias_targets(model, lora_configs)
         init = prepared.init_lora_weights
@@ -140,7 +142,17 @@ class LoraTuner(BaseTuner):
         if owned:  # target_parameters, resolved for this module, name parameters it owns
             return ParameterLora(target)
         if isinstance(target, nn.MultiheadAttention):
-            return self._attention_layer(target, config)
+            _refuse_variants(config, "nn.MultiheadAttention", "Hugging Face PEFT refuses them too")
+            return MultiheadAttention(target)
+        if is_grouped_conv(target):
+            kind = f"grouped convolutions ({type(target).__name__} with groups > 1)"
+            _refuse_variants(
+                config,
+                kind,
+                "DoRA's weight norm needs the merged weight, which a grouped one cannot hold",
+                {"lora_bias"},
+            )
+            return GroupedConv(target)
         variant = self.variant(config)
         if variant is not None:
             return variant.create_layer(target, config)
@@ -153,16 +165,6 @@ class LoraTuner(BaseTuner):
         if is_supported_conv(target):
             return Conv(target)
         return None
-
-    def _attention_layer(self, target: nn.MultiheadAttention, config: LoraConfig) -> MultiheadAttention:
-        flags = [flag for flag in config.variant_flags if getattr(config, flag)]
-        if flags:
-            raise ConfigError(
-                f"LoRA on nn.MultiheadAttention does not support {', '.join(f'{f}=True' for f in flags)} (nor does "
-                f"Hugging Face PEFT): set {' and '.join(f'{f}=False' for f in flags)}, or leave the attention out "
-                "of target_modules"
-            )
-        return MultiheadAttention(target)
 
     def _token_layer(self, path: str, target: nn.Module) -> AdapterLayer:
         plan = self._tokens[path]
@@ -244,3 +246,15 @@ class LoraTuner(BaseTuner):
             elif config.bias == "all" and isinstance(bias := module._parameters.get("bias"), nn.Parameter):
                 found[f"{path}.bias" if path else "bias"] = bias
         return found
+
+
+def _refuse_variants(
+    config: LoraConfig, kind: str, why: str, supported: frozenset[str] | set[str] = frozenset()
+) -> None:
+    """A ``ConfigError`` for variant flags (``use_dora``...) that LoRA on ``kind`` does not implement."""
+    flags = [flag for flag in config.variant_flags if getattr(config, flag) and flag not in supported]
+    if flags:
+        raise ConfigError(
+            f"LoRA on {kind} does not support {', '.join(f'{f}=True' for f in flags)} ({why}): set "
+            f"{' and '.join(f'{f}=False' for f in flags)}, or leave those layers out of target_modules"
+        )

@@ -190,3 +190,32 @@ def test_encoder_layer_in_eval_applies_the_adapter_where_hf_skips_it(tmp_path: P
     torch.testing.assert_close(_out(ours, x), reference, atol=ATOL, rtol=0)
     theirs.eval()
     torch.testing.assert_close(_out(theirs, x), _out(base, x), atol=1e-6, rtol=0)  # the incumbent's skip
+
+
+class _MaskedAttention(nn.Module):
+    """Batch-first attention called with a padding mask, a causal mask and need_weights=False."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True, bias=False, add_bias_kv=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        padding = torch.zeros(x.shape[:2], dtype=torch.bool)
+        padding[0, -2:] = True
+        causal = torch.triu(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool), 1)
+        out, weights = self.mha(x, x, x, key_padding_mask=padding, attn_mask=causal, need_weights=False)
+        assert weights is None
+        result: Tensor = out
+        return result
+
+
+def test_the_attention_arguments_pass_through_as_in_hf(tmp_path: Path) -> None:
+    base = _MaskedAttention().eval()
+    theirs = hf_model(base, peft.LoraConfig(target_modules=["mha"], init_lora_weights=False, r=2))
+    add_noise(theirs)
+    theirs.save_pretrained(tmp_path)
+    ours = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path)
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    expected = _out(theirs, x)
+    assert not torch.allclose(expected, _out(base, x), atol=1e-3)
+    torch.testing.assert_close(_out(ours, x), expected, atol=ATOL, rtol=0)

@@ -142,7 +142,11 @@ class LoraTuner(BaseTuner):
         if owned:  # target_parameters, resolved for this module, name parameters it owns
             return ParameterLora(target)
         if isinstance(target, nn.MultiheadAttention):
-            _refuse_variants(config, "nn.MultiheadAttention", "Hugging Face PEFT refuses them too")
+            why = (
+                "Hugging Face PEFT refuses use_dora there, and its lora_bias biases there never train: the in_proj "
+                "one is not applied, the out_proj one is added outside autograd"
+            )
+            _refuse_variants(config, "nn.MultiheadAttention", why)
             return MultiheadAttention(target)
         if is_grouped_conv(target):
             kind = f"grouped convolutions ({type(target).__name__} with groups > 1)"

@@ -153,7 +153,8 @@ class LoraTuner(BaseTuner):
             _refuse_variants(
                 config,
                 kind,
-                "DoRA's weight norm needs the merged weight, which a grouped one cannot hold",
+                "DoRA normalises W + ΔW per output channel, and this update is no grouped weight; Hugging Face "
+                "PEFT takes that norm of a reshaped B A that is not the update",
                 {"lora_bias"},
             )
             return GroupedConv(target)

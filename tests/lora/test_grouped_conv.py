@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from peft_core import ConfigError, MergeError, PeftError, get_peft_model, hotswap_adapter
+from peft_loha import LoHaConfig
 from peft_lora import LoraConfig, convert_to_lora
 from peft_lora.grouped_conv import GroupedConv
 from support.models import GroupedConvNet
@@ -96,5 +97,12 @@ def test_hotswap_weighted_and_conversion_are_refused(tmp_path: Path) -> None:
         hotswap_adapter(model, tmp_path)
     with pytest.raises(PeftError, match="add_weighted_adapter"):
         model.add_weighted_adapter(["default"], [1.0], "combined")
-    with pytest.raises(PeftError, match="'conv1d' is a GroupedConv, which does not declare mergeable"):
+    with pytest.raises(PeftError, match="'conv1d' wraps a Conv1d with groups > 1, whose update cannot be converted"):
+        convert_to_lora(model, 2)
+
+
+def test_another_method_on_a_grouped_convolution_is_not_converted_to_lora() -> None:
+    """LoHa merges into a grouped weight, but LoRA there has a grouped B: no rank-r pair to convert to."""
+    model = get_peft_model(GroupedConvNet(), LoHaConfig(r=2, target_modules=["conv2d"], init_weights=False))
+    with pytest.raises(PeftError, match="'conv2d' wraps a Conv2d with groups > 1, whose update cannot be converted"):
         convert_to_lora(model, 2)

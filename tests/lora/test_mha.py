@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from peft_core import ConfigError, PeftError, get_peft_model
-from peft_lora import Linear, LoraConfig, MultiheadAttention
+from peft_lora import Linear, LoraConfig, MultiheadAttention, convert_to_lora
 from support.models import AttentionNet, EncoderNet
 
 
@@ -172,3 +172,5 @@ def test_per_row_weighted_and_conversion_are_refused() -> None:
     layer = model.base_model.model.mha
     with pytest.raises(PeftError, match="updates two weights"):
         layer.delta_weight("default")
+    with pytest.raises(PeftError, match="'mha' wraps a MultiheadAttention, whose update cannot be converted"):
+        convert_to_lora(model, 2)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from peft_core import ConfigError, MergeError, PeftError, get_peft_model, hotswap_adapter
+from peft_core import ConfigError, MergeError, PeftError, PeftModel, get_peft_model, hotswap_adapter
 from peft_loha import LoHaConfig
 from peft_lora import LoraConfig, convert_to_lora
 from peft_lora.grouped_conv import GroupedConv
@@ -106,3 +106,30 @@ def test_another_method_on_a_grouped_convolution_is_not_converted_to_lora() -> N
     model = get_peft_model(GroupedConvNet(), LoHaConfig(r=2, target_modules=["conv2d"], init_weights=False))
     with pytest.raises(PeftError, match="'conv2d' wraps a Conv2d with groups > 1, whose update cannot be converted"):
         convert_to_lora(model, 2)
+
+
+def test_conversion_relative_to_the_initial_adapter_keeps_the_groups(tmp_path: Path) -> None:
+    """``path_initial_model_for_weight_conversion``: ``A' = [A; A0]``, ``B' = [B, -B0]`` per group of B.
+
+    Only ``conv1d`` is adapted and the model is affine in its output, so the converted adapter
+    must give ``trained - initial + base`` (a concatenation across groups would not)."""
+    base = GroupedConvNet().eval()
+    model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, target_modules=["conv1d"], init_lora_weights=False))
+    model.save_pretrained(tmp_path / "initial")
+    initial = model(_inputs()).detach()
+    _noise(model)
+    trained = model(_inputs()).detach()
+    model.save_pretrained(tmp_path / "lora", path_initial_model_for_weight_conversion=tmp_path / "initial")
+    converted = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "lora")
+    assert converted.base_model.model.conv1d.lora_B["default"].weight.shape == (6, 4, 1)  # (out, 2r / groups, 1)
+    with torch.no_grad():
+        expected = trained - initial + base(_inputs())
+        torch.testing.assert_close(converted(_inputs()), expected, atol=1e-5, rtol=0)
+
+
+def _noise(model: nn.Module) -> None:
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.1 * torch.randn(param.shape, generator=generator))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from peft_core import ConfigError, PeftError, get_peft_model
+from peft_core import ConfigError, PeftError, PeftModel, get_peft_model
 from peft_lora import Linear, LoraConfig, MultiheadAttention, convert_to_lora
 from support.models import AttentionNet, EncoderNet
 
@@ -174,3 +175,23 @@ def test_per_row_weighted_and_conversion_are_refused() -> None:
         layer.delta_weight("default")
     with pytest.raises(PeftError, match="'mha' wraps a MultiheadAttention, whose update cannot be converted"):
         convert_to_lora(model, 2)
+
+
+def test_conversion_relative_to_the_initial_adapter_doubles_both_pairs(tmp_path: Path) -> None:
+    base = AttentionNet().eval()
+    model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, target_modules=["mha"]))
+    model.save_pretrained(tmp_path / "initial")
+    _noisy(model)
+    model.save_pretrained(tmp_path / "lora", path_initial_model_for_weight_conversion=tmp_path / "initial")
+    converted = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "lora")
+    shapes = {
+        k.rpartition("mha.")[2]: tuple(t.shape) for k, t in converted.base_model.adapter_state_dict("default").items()
+    }
+    assert shapes == {
+        "lora_A.weight": (8, 10),
+        "lora_B.weight": (30, 8),
+        "base_layer.out_proj.lora_A.weight": (8, 10),
+        "base_layer.out_proj.lora_B.weight": (10, 8),
+    }
+    with torch.no_grad():  # B0 = 0 at the default init: the converted adapter computes the trained one
+        torch.testing.assert_close(converted(_inputs()), model(_inputs()), atol=1e-5, rtol=0)

@@ -56,7 +56,7 @@ from peft_lora.layer import Factor, LoraLayer, weight_of
 
 MHA_CAPABILITIES = Capabilities(mergeable=True)
 
-_OUT_PREFIX = "base_layer.out_proj."
+OUT_PREFIX = "base_layer.out_proj."
 
 
 def incumbent_out_proj_update(delta: Tensor) -> Tensor:
@@ -78,8 +78,8 @@ class MultiheadAttention(LoraLayer):
     rank_dims: ClassVar[Mapping[str, int]] = {
         "lora_A.weight": 0,
         "lora_B.weight": 1,
-        _OUT_PREFIX + "lora_A.weight": 0,
-        _OUT_PREFIX + "lora_B.weight": 1,
+        OUT_PREFIX + "lora_A.weight": 0,
+        OUT_PREFIX + "lora_B.weight": 1,
     }
 
     def __init__(self, base_layer: nn.MultiheadAttention) -> None:
@@ -144,7 +144,7 @@ class MultiheadAttention(LoraLayer):
         """Keys as the incumbent saves them (its ``out_proj`` factors sit in a wrapped ``out_proj``)."""
         state = super().adapter_state_dict(adapter_name)
         return {
-            (_OUT_PREFIX + key.removeprefix("out_proj_") if key.startswith("out_proj_") else key): value
+            (OUT_PREFIX + key.removeprefix("out_proj_") if key.startswith("out_proj_") else key): value
             for key, value in state.items()
         }
 

@@ -9,7 +9,18 @@ import torch
 from torch import nn
 
 from peft_core.testing import TunerConformance
-from support.models import MLP, ConvNet, tiny_bert, tiny_gpt2, tiny_llama, tiny_mixtral, token_ids
+from support.models import (
+    MLP,
+    AttentionNet,
+    ConvNet,
+    EncoderNet,
+    GroupedConvNet,
+    tiny_bert,
+    tiny_gpt2,
+    tiny_llama,
+    tiny_mixtral,
+    token_ids,
+)
 
 
 class OnMLP:
@@ -30,6 +41,41 @@ class OnConvNet:
 
     def make_inputs(self) -> torch.Tensor:
         return torch.randn(3, 4, 8, 8)
+
+
+class OnGroupedConvNet:
+    """Grouped Conv1d/2d/3d and a depthwise Conv2d (``conv1d``, ``conv2d``, ``depthwise``, ``conv3d``, ``head``)."""
+
+    def make_model(self) -> nn.Module:
+        return GroupedConvNet()
+
+    def make_inputs(self) -> torch.Tensor:
+        return torch.randn(3, 4, 8, 8)
+
+
+class OnAttention:
+    """``nn.MultiheadAttention`` (``mha``, sequence first) and a head (``lin0``)."""
+
+    def make_model(self) -> nn.Module:
+        return AttentionNet()
+
+    def make_inputs(self) -> torch.Tensor:
+        return torch.randn(5, 3, 10).transpose(0, 1)  # batch first for the suite: (3, 5, 10)
+
+    def run(self, model: Callable[..., Any], inputs: Any) -> torch.Tensor:
+        with torch.no_grad():
+            result: torch.Tensor = model(inputs.transpose(0, 1)).transpose(0, 1)
+        return result
+
+
+class OnEncoder:
+    """Two ``nn.TransformerEncoderLayer``s (``encoder.layers.N.self_attn``), batch first."""
+
+    def make_model(self) -> nn.Module:
+        return EncoderNet()
+
+    def make_inputs(self) -> torch.Tensor:
+        return torch.randn(3, 5, 8)
 
 
 class OnTransformer:

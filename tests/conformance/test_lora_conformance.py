@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conformance_models import OnConvNet, OnGpt2, OnLlama, OnMixtral, OnMLP
+from conformance_models import OnAttention, OnConvNet, OnEncoder, OnGpt2, OnGroupedConvNet, OnLlama, OnMixtral, OnMLP
 from peft_core.testing import TunerConformance
 from peft_lora import LoraConfig
 
@@ -53,3 +53,31 @@ class TestLoraOnExpertParameters(OnMixtral, TunerConformance):
 
 class TestLoraWithTrainableTokens(OnLlama, TunerConformance):
     config = LoraConfig(r=2, target_modules=["q_proj"], trainable_token_indices=[1, 5, 9])
+
+
+class TestLoraOnMultiheadAttention(OnAttention, TunerConformance):
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["mha", "lin0"])
+    second_config = LoraConfig(r=2, target_modules=["mha"])
+    expected_keys = frozenset(
+        {
+            "base_model.model.mha.lora_A.weight",
+            "base_model.model.mha.lora_B.weight",
+            "base_model.model.mha.base_layer.out_proj.lora_A.weight",
+            "base_model.model.mha.base_layer.out_proj.lora_B.weight",
+            "base_model.model.lin0.lora_A.weight",
+            "base_model.model.lin0.lora_B.weight",
+        }
+    )
+
+
+class TestLoraOnTransformerEncoderAttention(OnEncoder, TunerConformance):
+    config = LoraConfig(r=2, target_modules=["self_attn"])
+
+
+class TestLoraOnGroupedConvolutions(OnGroupedConvNet, TunerConformance):
+    config = LoraConfig(r=4, target_modules=["conv1d", "conv2d", "depthwise", "conv3d"], rank_pattern={"depthwise": 8})
+    second_config = LoraConfig(r=2, target_modules=["conv2d", "conv3d"])
+
+
+class TestLoraBiasOnGroupedConvolutions(OnGroupedConvNet, TunerConformance):
+    config = LoraConfig(r=2, target_modules=["conv1d", "conv2d"], lora_bias=True)

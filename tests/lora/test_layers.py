@@ -89,11 +89,6 @@ def test_conv_merged_equals_unmerged(base: nn.Module) -> None:
         assert torch.allclose(base.weight, weight, atol=1e-6)
 
 
-def test_grouped_convolutions_are_refused() -> None:
-    with pytest.raises(Exception, match="cannot adapt 'layer' of type Conv2d"):
-        _wrap(nn.Conv2d(4, 4, 3, groups=2))
-
-
 def test_default_init_starts_at_the_base_model() -> None:
     layer = _wrap(nn.Linear(64, 64), init_lora_weights=True, r=8)
     assert torch.count_nonzero(layer.lora_B["default"].weight) == 0

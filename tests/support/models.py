@@ -54,6 +54,56 @@ class ConvMix(nn.Module):
         return self.head(s.mean(-1))
 
 
+class GroupedConvNet(nn.Module):
+    """Grouped convolutions: Conv1d (groups 2), Conv2d (groups 2, stride 2), a depthwise Conv2d
+    (groups 8) and a Conv3d (groups 2); (batch, 4, 8, 8) -> (batch, 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1d = nn.Conv1d(4, 6, 3, padding=1, groups=2)
+        self.conv2d = nn.Conv2d(4, 8, 3, padding=1, stride=2, groups=2)
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.conv3d = nn.Conv3d(4, 4, 3, padding=1, groups=2)
+        self.head = nn.Linear(18, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.conv1d(x.flatten(2)).mean(-1)
+        b = self.depthwise(torch.relu(self.conv2d(x))).mean((-1, -2))
+        c = self.conv3d(x.unsqueeze(2)).mean((-1, -2, -3))
+        result: Tensor = self.head(torch.cat([a, b, c], -1))
+        return result
+
+
+class AttentionNet(nn.Module):
+    """``nn.MultiheadAttention`` (sequence first, as Hugging Face PEFT's tests use it) then a linear head:
+    (seq, batch, 10) -> (seq, batch, 2)."""
+
+    def __init__(self, kdim: int | None = None, vdim: int | None = None) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(10, 2, kdim=kdim, vdim=vdim)
+        self.lin0 = nn.Linear(10, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, _ = self.mha(x, x, x)
+        result: Tensor = self.lin0(h)
+        return result
+
+
+class EncoderNet(nn.Module):
+    """Two ``nn.TransformerEncoderLayer``s (batch first: eligible for PyTorch's fused inference path)
+    and a head: (batch, seq, 8) -> (batch, seq, 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        result: Tensor = self.head(self.encoder(x))
+        return result
+
+
 def tiny_gpt2(seed: int = 0) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 

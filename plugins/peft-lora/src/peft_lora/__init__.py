@@ -10,6 +10,7 @@ from peft_lora.dropout import fast_dropout
 from peft_lora.embedding import Embedding
 from peft_lora.initialisation import fast_init
 from peft_lora.layer import Linear, LoraLayer
+from peft_lora.mha import MultiheadAttention
 from peft_lora.tuner import LoraTuner
 from peft_lora.variant import LoraVariant
 
@@ -23,6 +24,7 @@ __all__ = [
     "LoraLayer",
     "LoraTuner",
     "LoraVariant",
+    "MultiheadAttention",
     "convert_to_lora",
     "fast_dropout",
     "fast_init",

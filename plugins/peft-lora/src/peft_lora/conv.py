@@ -15,7 +15,7 @@ from peft_lora.layer import LORA_CAPABILITIES, LoraLayer, weight_of
 
 class Conv(LoraLayer):
     """``y = conv(x) + scaling * B(A(x))``: A is conv(in -> r) with the base kernel, stride,
-    padding and dilation; B is a 1x1 conv(r -> out). Only ``groups=1`` bases."""
+    padding and dilation; B is a 1x1 conv(r -> out), grouped in ``GroupedConv``. ``groups=1`` bases here."""
 
     adapter_attribute_names = ("lora_A", "lora_B")
     capabilities = LORA_CAPABILITIES
@@ -40,7 +40,10 @@ class Conv(LoraLayer):
         # Built on the meta device and given memory without PyTorch's init: initialised once, below.
         kernel, stride, padding, dilation = base.kernel_size, base.stride, base.padding, base.dilation
         lora_a = conv(base.in_channels, config.r, kernel, stride, padding, dilation, bias=False, device="meta")  # type: ignore[arg-type]
-        lora_b = conv(config.r, base.out_channels, 1, 1, bias=config.lora_bias, device="meta")  # the bias: BiasedConv's
+        groups = self.b_groups()
+        lora_b = conv(
+            config.r, base.out_channels, 1, 1, groups=groups, bias=config.lora_bias, device="meta"
+        )  # bias: lora_bias
         lora_a, lora_b = lora_a.to_empty(device=device), lora_b.to_empty(device=device)
         if not loading:
             a, b, bias = weight_of(lora_a), weight_of(lora_b), lora_b.bias if config.lora_bias else None
@@ -49,6 +52,10 @@ class Conv(LoraLayer):
             round_like_base((a, b) if bias is None else (a, b, bias), base.weight.dtype)
         self.lora_A[adapter_name] = lora_a
         self.lora_B[adapter_name] = lora_b
+
+    def b_groups(self) -> int:
+        """Groups of the 1x1 ``B`` convolution (1: ``B`` mixes all r hidden channels)."""
+        return 1
 
     def delta_rows(self, adapter_name: str, start: int, stop: int) -> Tensor:
         a = weight_of(self.lora_A[adapter_name]).float()
@@ -86,7 +93,7 @@ class Conv(LoraLayer):
 
 
 def is_supported_conv(module: nn.Module) -> TypeGuard[nn.Conv1d | nn.Conv2d | nn.Conv3d]:
-    """Conv1d/2d/3d with ``groups=1`` (grouped kernels have no rank-r factorisation here)."""
+    """Conv1d/2d/3d with ``groups=1`` (grouped ones take ``grouped_conv.GroupedConv``)."""
     return (
         isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
         and module.groups == 1

@@ -28,6 +28,7 @@ from peft_core.contract import MODEL_PREFIX, AdapterLayer, ConfigError, MergeErr
 from peft_lora.config import LoraConfig
 from peft_lora.conv import Conv
 from peft_lora.embedding import Embedding
+from peft_lora.grouped_conv import is_grouped_conv
 from peft_lora.layer import Linear, LoraLayer
 from peft_lora.tuner import LoraTuner
 
@@ -169,11 +170,14 @@ def _source_config(model: nn.Module, adapter_name: str) -> Any:
 
 def _lora_layer_for(path: str, layer: AdapterLayer) -> LoraLayer:
     """A bare LoRA layer for the same base module: it knows the factor keys and shapes."""
-    lora = LoraTuner().create_layer(layer.base_layer, "conversion", LoraConfig())
+    base = layer.base_layer
+    # A grouped convolution's LoRA has a grouped B (not one rank-r pair); an attention's, two weights.
+    lora = None if is_grouped_conv(base) else LoraTuner().create_layer(base, "conversion", LoraConfig())
     if not isinstance(lora, Linear | Embedding | Conv):
         raise PeftError(
-            f"{path!r} wraps a {type(layer.base_layer).__name__}, which LoRA cannot adapt (supported: Linear, "
-            "transformers Conv1D, Embedding, Conv1d/2d/3d with groups=1)"
+            f"{path!r} wraps a {type(base).__name__}{' with groups > 1' if is_grouped_conv(base) else ''}, whose "
+            "update cannot be converted to LoRA factors (conversion supports Linear, transformers Conv1D, "
+            "Embedding and Conv1d/2d/3d with groups=1)"
         )
     return lora
 

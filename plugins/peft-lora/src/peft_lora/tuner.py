@@ -26,9 +26,11 @@ from peft_lora.config import LoraConfig
 from peft_lora.conv import Conv, is_supported_conv
 from peft_lora.defaults import DEFAULT_TARGET_MODULES
 from peft_lora.embedding import Embedding
+from peft_lora.grouped_conv import GroupedConv, check_grouped_targets, is_grouped_conv
 from peft_lora.initial_conversion import check_initial_config, relative_to_initial
 from peft_lora.layer import Linear, LoraLayer
 from peft_lora.lora_bias import check_bias_targets
+from peft_lora.mha import MultiheadAttention, check_mha_targets
 from peft_lora.parameter import ParameterLora, parameter_targets, parameters_for
 from peft_lora.residual_init import check_targets, pissa_iterations
 from peft_lora.token_targets import TokenTarget, token_targets
@@ -39,7 +41,7 @@ from peft_lora.weighted import weighted_adapter
 
 
 class LoraTuner(BaseTuner):
-    """LoRA for Linear, transformers Conv1D, Embedding and Conv1d/2d/3d (groups=1).
+    """LoRA for Linear, transformers Conv1D, Embedding, Conv1d/2d/3d (grouped too) and nn.MultiheadAttention.
 
     A config with a variant flag (``use_dora``) gets its layers from the plugin that
     answers ``peft_lora_variant`` for it.
@@ -74,6 +76,8 @@ class LoraTuner(BaseTuner):
         assert isinstance(prepared, LoraConfig)
         resolved = {path: self.resolve_config(prepared, path) for path in targets}
         lora_configs = {path: c for path, c in resolved.items() if isinstance(c, LoraConfig)}
+        check_mha_targets(model, lora_configs)
+        check_grouped_targets(model, lora_configs)
         check_targets(model, lora_configs)
         check_bias_targets(model, lora_configs)
         init = prepared.init_lora_weights
@@ -137,6 +141,23 @@ class LoraTuner(BaseTuner):
         owned = [n for n, _ in target.named_parameters(recurse=False) if n in (config.target_parameters or [])]
         if owned:  # target_parameters, resolved for this module, name parameters it owns
             return ParameterLora(target)
+        if isinstance(target, nn.MultiheadAttention):
+            why = (
+                "Hugging Face PEFT refuses use_dora there, and its lora_bias biases there never train: the in_proj "
+                "one is not applied, the out_proj one is added outside autograd"
+            )
+            _refuse_variants(config, "nn.MultiheadAttention", why)
+            return MultiheadAttention(target)
+        if is_grouped_conv(target):
+            kind = f"grouped convolutions ({type(target).__name__} with groups > 1)"
+            _refuse_variants(
+                config,
+                kind,
+                "DoRA normalises W + ΔW per output channel, and this update is no grouped weight; Hugging Face "
+                "PEFT takes that norm of a reshaped B A that is not the update",
+                {"lora_bias"},
+            )
+            return GroupedConv(target)
         variant = self.variant(config)
         if variant is not None:
             return variant.create_layer(target, config)
@@ -230,3 +251,15 @@ class LoraTuner(BaseTuner):
             elif config.bias == "all" and isinstance(bias := module._parameters.get("bias"), nn.Parameter):
                 found[f"{path}.bias" if path else "bias"] = bias
         return found
+
+
+def _refuse_variants(
+    config: LoraConfig, kind: str, why: str, supported: frozenset[str] | set[str] = frozenset()
+) -> None:
+    """A ``ConfigError`` for variant flags (``use_dora``...) that LoRA on ``kind`` does not implement."""
+    flags = [flag for flag in config.variant_flags if getattr(config, flag) and flag not in supported]
+    if flags:
+        raise ConfigError(
+            f"LoRA on {kind} does not support {', '.join(f'{f}=True' for f in flags)} ({why}): set "
+            f"{' and '.join(f'{f}=False' for f in flags)}, or leave those layers out of target_modules"
+        )

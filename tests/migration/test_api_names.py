@@ -199,3 +199,16 @@ def test_set_adapter_leaves_trainability_and_inference_mode_false_is_the_incumbe
     assert ours.get_nb_trainable_parameters() == theirs.get_nb_trainable_parameters()
     trainable = {n for n, p in ours.named_parameters() if p.requires_grad}
     assert trainable == {n for n, p in theirs.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(
+    "method", ["LoraConfig", "IA3Config", "AdaLoraConfig", "LoHaConfig", "LoKrConfig", "OFTConfig"]
+)
+def test_prefix_is_the_incumbents_parameter_name_prefix(method: str) -> None:
+    # The incumbent's users (and its own tests) pick adapter parameters with `n.startswith/in model.prefix`.
+    kwargs = {"target_modules": ["q_proj", "v_proj"]} | ({"total_step": 10} if method == "AdaLoraConfig" else {})
+    ours = get_peft_model(tiny_llama(), getattr(peft_core, method)(**kwargs))
+    theirs = peft.get_peft_model(tiny_llama(), getattr(peft, method)(**kwargs))
+    assert ours.prefix == ours.base_model.prefix == theirs.prefix
+    trainable = {n for n, p in ours.named_parameters() if p.requires_grad}
+    assert trainable and all(ours.prefix in n for n in trainable)

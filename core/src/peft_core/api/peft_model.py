@@ -132,6 +132,11 @@ class PeftModel(Checkpointing, ActivationCheckpointing, nn.Module):
         return self.base_model.active_adapter
 
     @property
+    def prefix(self) -> str:
+        """The adapter parameters' name prefix of this model's method (LoRA: ``"lora_"``), as Hugging Face PEFT."""
+        return self.base_model.prefix
+
+    @property
     def active_peft_config(self) -> PeftConfig:
         """The stored config of the (first) active adapter."""
         return self.peft_config[self.active_adapters[0]]

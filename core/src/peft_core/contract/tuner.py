@@ -80,6 +80,9 @@ class BaseTuner:
     #: Default ``target_modules`` by transformers ``model_type``, used when a config names
     #: none (e.g. ``{"llama": ["q_proj", "v_proj"]}``).
     default_target_modules: ClassVar[Mapping[str, Sequence[str]]] = {}
+    #: The start of this method's adapter parameter names (LoRA: ``"lora_"``), as Hugging
+    #: Face PEFT's tuners name it; its users read it as ``model.prefix`` to pick them out.
+    prefix: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -106,6 +106,11 @@ class TunedModel(nn.Module):
             self._tuner = registry.new_tuner(configs[0])
         return self._tuner
 
+    @property
+    def prefix(self) -> str:
+        """The adapter parameters' name prefix of this model's method (``"lora_"``), as the incumbent's tuners."""
+        return type(self.tuner).prefix
+
     # --- adapters ---
 
     def inject_adapter(

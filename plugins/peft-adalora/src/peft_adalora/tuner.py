@@ -62,6 +62,7 @@ class AdaLoraTuner(BaseTuner):
     """AdaLoRA on ``nn.Linear`` and transformers ``Conv1D``."""
 
     name = "adalora"
+    prefix = "lora_"
     config_class = AdaLoraConfig
     default_target_modules = DEFAULT_TARGET_MODULES
 

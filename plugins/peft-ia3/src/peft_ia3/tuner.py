@@ -40,6 +40,7 @@ class IA3Tuner(BaseTuner):
     """IA3 for nn.Linear, transformers Conv1D and nn.Conv1d/2d/3d."""
 
     name = "ia3"
+    prefix = "ia3_"
     config_class = IA3Config
     default_target_modules = _table("default_targets.json")
 

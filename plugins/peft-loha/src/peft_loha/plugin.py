@@ -12,6 +12,7 @@ class LoHaTuner(LycorisTuner):
     """LoHa for nn.Linear, nn.Conv1d and nn.Conv2d."""
 
     name = "loha"
+    prefix = "hada_"
     config_class = LoHaConfig
     layer_class = LoHaLayer
     default_target_modules = default_targets("peft_loha")

@@ -12,6 +12,7 @@ class LoKrTuner(LycorisTuner):
     """LoKr for nn.Linear, nn.Conv1d and nn.Conv2d."""
 
     name = "lokr"
+    prefix = "lokr_"
     config_class = LoKrConfig
     layer_class = LoKrLayer
     default_target_modules = default_targets("peft_lokr")

@@ -48,6 +48,7 @@ class LoraTuner(BaseTuner):
     """
 
     name = "lora"
+    prefix = "lora_"
     config_class = LoraConfig
     default_target_modules = DEFAULT_TARGET_MODULES
 

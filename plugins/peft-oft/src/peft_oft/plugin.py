@@ -24,6 +24,7 @@ class OFTTuner(BaseTuner):
     """OFT for nn.Linear, nn.Conv2d and nn.Embedding."""
 
     name = "oft"
+    prefix = "oft_"
     config_class = OFTConfig
     default_target_modules = json.loads(files("peft_oft").joinpath("default_targets.json").read_text("utf-8"))
 

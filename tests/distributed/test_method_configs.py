@@ -15,7 +15,8 @@ def test_every_installed_method_has_a_test_config() -> None:
         "(peft_type, model, config fields) so that the distributed sweeps (DDP, DeepSpeed, FSDP2) train it"
     )
     assert {"LORA", "IA3"} <= set(installed_peft_types())
-    assert len(cases.METHOD_CASES) == len({METHOD_CONFIGS[cases.method_name(n)].peft_type for n in cases.METHOD_CASES})
+    assert {METHOD_CONFIGS[cases.method_name(n)].peft_type for n in cases.METHOD_CASES} == set(installed_peft_types())
+    assert "method_dora" in cases.METHOD_CASES  # variant plugins of the repository run too
 
 
 @pytest.mark.parametrize("name", cases.METHOD_CASES)

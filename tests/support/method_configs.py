@@ -17,6 +17,7 @@ there yet; those tests are expected to fail (strict xfail), and pass again once 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,11 +34,19 @@ class MethodConfig:
     known_failures: Mapping[str, str] = field(default_factory=dict)
     # Checkpoint-key suffixes that move little in the sweeps' few steps, with the reason.
     slow_tensors: Mapping[str, str] = field(default_factory=dict)
+    # A plugin that extends the tuner (a LoRA variant), by import name: the entry runs when it is installed.
+    requires: str | None = None
 
 
 METHOD_CONFIGS: dict[str, MethodConfig] = {
     "lora": MethodConfig(
         "LORA", "mlp", {"r": 4, "lora_alpha": 8, "target_modules": ["emb", "lin0", "lin1"], "modules_to_save": ["head"]}
+    ),
+    "dora": MethodConfig(
+        "LORA",
+        "mlp",
+        {"r": 4, "lora_alpha": 8, "target_modules": ["lin0", "lin1"], "use_dora": True, "init_lora_weights": False},
+        requires="peft_dora",
     ),
     "ia3": MethodConfig(
         "IA3",
@@ -98,7 +107,11 @@ def installed_peft_types() -> list[str]:
 def installed_methods() -> list[str]:
     """Names of the entries whose tuner is installed, in ``METHOD_CONFIGS`` order."""
     installed = set(installed_peft_types())
-    return [name for name, entry in METHOD_CONFIGS.items() if entry.peft_type in installed]
+    return [
+        name
+        for name, entry in METHOD_CONFIGS.items()
+        if entry.peft_type in installed and (entry.requires is None or importlib.util.find_spec(entry.requires))
+    ]
 
 
 def uncovered_peft_types() -> list[str]:

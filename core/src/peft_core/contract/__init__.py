@@ -10,6 +10,7 @@ under the entry-point group ``peft_core.plugins``. docs/writing-a-tuner.md walks
 
 from __future__ import annotations
 
+from peft_core.contract.biases import trained_biases
 from peft_core.contract.capabilities import Capabilities
 from peft_core.contract.config import PeftConfig, TargetedConfig, TaskType, check_regex, is_neutral
 from peft_core.contract.hookspecs import hookimpl, hookspec
@@ -80,6 +81,7 @@ __all__ = [
     "matching_entry",
     "output_head_names",
     "records_grad",
+    "trained_biases",
     "unmatched_entries",
     "weights_will_be_loaded",
     "with_fan_in_fan_out",

@@ -32,6 +32,7 @@ from peft_core.contract import (
     adapter_layers,
     describe_unmatched,
     is_conv1d,
+    trained_biases,
     with_fan_in_fan_out,
 )
 
@@ -111,23 +112,7 @@ class AdaLoraTuner(BaseTuner):
     def extra_trainable_parameters(self, model: nn.Module, config: PeftConfig) -> dict[str, nn.Parameter]:
         """Biases trained with ``bias="all"`` (every one) or ``"lora_only"`` (of adapted modules)."""
         assert isinstance(config, AdaLoraConfig)
-        if config.bias == "none":
-            return {}
-        found: dict[str, nn.Parameter] = {}
-        skip: list[str] = []
-        for path, module in model.named_modules():
-            if any(path.startswith(prefix) for prefix in skip):
-                continue
-            if isinstance(module, SVDLinear):
-                skip.append(path + ".")
-                bias = getattr(module.base_layer, "bias", None)
-                if isinstance(bias, nn.Parameter):
-                    found[f"{path}.base_layer.bias" if path else "base_layer.bias"] = bias
-            elif isinstance(module, AdapterLayer):
-                skip.append(path + ".")  # a modules_to_save copy: saved whole, with its own bias
-            elif config.bias == "all" and isinstance(bias := module._parameters.get("bias"), nn.Parameter):
-                found[f"{path}.bias" if path else "bias"] = bias
-        return found
+        return trained_biases(model, config.bias, SVDLinear)
 
     # --- training hooks ---
 

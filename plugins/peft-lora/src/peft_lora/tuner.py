@@ -19,6 +19,7 @@ from peft_core.contract import (
     describe_unmatched,
     is_conv1d,
     matching_entry,
+    trained_biases,
     weights_will_be_loaded,
     with_fan_in_fan_out,
 )
@@ -235,23 +236,7 @@ class LoraTuner(BaseTuner):
 
     def extra_trainable_parameters(self, model: nn.Module, config: PeftConfig) -> dict[str, nn.Parameter]:
         assert isinstance(config, LoraConfig)
-        if config.bias == "none":
-            return {}
-        found: dict[str, nn.Parameter] = {}
-        skip: list[str] = []
-        for path, module in model.named_modules():
-            if any(path.startswith(prefix) for prefix in skip):
-                continue
-            if isinstance(module, LoraLayer):
-                skip.append(path + ".")
-                bias = getattr(module.base_layer, "bias", None)
-                if isinstance(bias, nn.Parameter):
-                    found[f"{path}.base_layer.bias" if path else "base_layer.bias"] = bias
-            elif isinstance(module, AdapterLayer):
-                skip.append(path + ".")  # a modules_to_save copy: saved whole, with its own bias
-            elif config.bias == "all" and isinstance(bias := module._parameters.get("bias"), nn.Parameter):
-                found[f"{path}.bias" if path else "bias"] = bias
-        return found
+        return trained_biases(model, config.bias, LoraLayer)
 
 
 def _refuse_variants(

@@ -75,7 +75,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Fine-tune all-MiniLM-L6-v2 with LoRA on the VADER lexicon (a few minutes on 2 cores)."""
+    """Fine-tune all-MiniLM-L6-v2 with LoRA on the VADER lexicon (about a minute on 2 cores, after the set-up)."""
     install(session, "torch")
     install(session, *DISTRIBUTIONS, *DEMO_DEPS)
     session.run("python", "examples/sentiment_demo.py", *session.posargs)

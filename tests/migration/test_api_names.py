@@ -212,3 +212,12 @@ def test_prefix_is_the_incumbents_parameter_name_prefix(method: str) -> None:
     assert ours.prefix == ours.base_model.prefix == theirs.prefix
     trainable = {n for n, p in ours.named_parameters() if p.requires_grad}
     assert trainable and all(ours.prefix in n for n in trainable)
+
+
+def test_config_from_pretrained_takes_the_hub_arguments_and_refuses_others(tmp_path: Path) -> None:
+    LoraConfig(r=4, target_modules=["q_proj"]).save_pretrained(tmp_path)
+    config = PeftConfig.from_pretrained(tmp_path, revision="main", token=None, cache_dir=None)
+    assert isinstance(config, LoraConfig) and config.r == 4
+    assert peft.PeftConfig.from_pretrained(str(tmp_path), revision="main").r == 4  # the same call there
+    with pytest.raises(TypeError, match="bogus"):
+        PeftConfig.from_pretrained(tmp_path, bogus=1)

@@ -75,6 +75,11 @@ def _describe_error(config_class: type[BaseModel], error: ErrorDetails) -> str:
     return f"{config_class.__name__}.{field}={error['input']!r} is invalid: {allowed}{meaning}; set {field} accordingly"
 
 
+_HUB_ARGUMENTS = frozenset(
+    {"revision", "token", "use_auth_token", "cache_dir", "force_download", "local_files_only", "proxies"}
+)
+
+
 class PeftConfig(BaseModel):
     """Fields every method shares. Subclasses set ``peft_type`` (with a default) and add their own."""
 
@@ -172,12 +177,19 @@ class PeftConfig(BaseModel):
         return cls(**fields)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, subfolder: str | None = None) -> PeftConfig:
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | Path, subfolder: str | None = None, **hub_arguments: Any
+    ) -> PeftConfig:
         """The config in ``<folder>[/subfolder]/adapter_config.json`` (a local folder).
 
         On ``PeftConfig`` itself the class is the installed plugin's for the file's
-        ``peft_type`` (``LoraConfig`` for "LORA"); on a subclass, that class.
+        ``peft_type`` (``LoraConfig`` for "LORA"); on a subclass, that class. Hugging Face
+        PEFT's hub arguments (``revision``, ``token``, ``cache_dir``...) mean nothing for a
+        folder and are accepted; any other keyword is a ``TypeError``.
         """
+        unknown = sorted(set(hub_arguments) - _HUB_ARGUMENTS)
+        if unknown:
+            raise TypeError(f"from_pretrained() got unexpected keyword arguments {unknown}")
         path = Path(pretrained_model_name_or_path) / (subfolder or "") / CONFIG_NAME
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

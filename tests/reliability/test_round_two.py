@@ -291,3 +291,25 @@ def test_save_embedding_layers_saves_what_the_incumbent_saves(
     assert any(
         k.endswith("embed_tokens.base_layer.weight") or k.endswith("embed_tokens.weight") for k in saved["ours"]
     ) == (choice is True or (choice == "auto" and "embed_tokens" in targets))
+
+
+def test_a_resized_vocabulary_saves_the_embeddings_with_a_warning(tmp_path: Path) -> None:
+    # The rule: "auto" saves resized embeddings (read from the local base model's config.json).
+    from safetensors.torch import load_file
+
+    from support.models import tiny_llama
+
+    tiny_llama().save_pretrained(tmp_path / "base")
+    model = tiny_llama()
+    model.resize_token_embeddings(model.config.vocab_size + 8, mean_resizing=False)
+    peft_model = get_peft_model(
+        model, LoraConfig(r=2, target_modules=["q_proj"], base_model_name_or_path=str(tmp_path / "base"))
+    )
+    with pytest.warns(UserWarning, match="vocabulary was resized"):
+        peft_model.save_pretrained(tmp_path / "adapter")
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    embedding = saved["base_model.model.model.embed_tokens.weight"]
+    assert embedding.shape[0] == model.config.vocab_size
+    assert torch.equal(embedding, model.get_input_embeddings().weight.detach())
+    peft_model.save_pretrained(tmp_path / "plain", save_embedding_layers=False)
+    assert not any("embed_tokens" in k for k in load_file(tmp_path / "plain" / "adapter_model.safetensors"))

@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from peft_core import ConfigError, MergeError, PeftModel, get_peft_model
+from peft_core import ConfigError, MergeError, get_peft_model
 from peft_lora import LoraConfig
-from support.hf_peft import ATOL, add_noise, disabled, outputs
+from support.hf_peft import ATOL, add_noise, disabled, loaded_by_the_other, outputs
 from support.models import MLP, ConvNet, tiny_gpt2, tiny_llama, token_ids
 
 MODELS: dict[str, tuple[Callable[[], nn.Module], list[str]]] = {
@@ -63,12 +63,7 @@ def test_adapters_load_both_ways_with_the_same_outputs(model_name: str, tmp_path
         trained = _build(saver, base, targets).eval()
         add_noise(trained)
         trained.save_pretrained(tmp_path / saver)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if saver == "hf":
-                loaded = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / saver)
-            else:
-                loaded = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / saver).eval()
+        loaded = loaded_by_the_other(saver, base, tmp_path / saver)
         expected = outputs(trained, x)
         assert not torch.allclose(expected, outputs(base, x), atol=1e-3), "a void test"
         torch.testing.assert_close(outputs(loaded, x), expected, atol=ATOL, rtol=0)

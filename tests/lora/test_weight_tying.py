@@ -14,7 +14,7 @@ import torch
 from peft_core import ConfigError, MergeError, PeftModel, get_peft_model
 from peft_core import get_peft_model_state_dict as our_state_dict
 from peft_lora import LoraConfig
-from support.hf_peft import ATOL, add_noise, outputs
+from support.hf_peft import ATOL, add_noise, loaded_by_the_other, outputs
 from support.models import tiny_llama, token_ids
 from support.training import train
 
@@ -61,12 +61,7 @@ def test_adapters_load_both_ways_with_the_same_outputs(targets: list[str], tmp_p
         trained = theirs if saver == "hf" else ours
         add_noise(trained)
         trained.save_pretrained(tmp_path / saver)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if saver == "hf":
-                loaded = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / saver)
-            else:
-                loaded = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / saver).eval()
+        loaded = loaded_by_the_other(saver, base, tmp_path / saver)
         expected = outputs(trained.eval(), x)
         assert not torch.allclose(expected, outputs(base, x), atol=1e-3), "a void test"
         torch.testing.assert_close(outputs(loaded, x), expected, atol=ATOL, rtol=0)

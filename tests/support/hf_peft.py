@@ -127,6 +127,16 @@ def hf_load(base: nn.Module, directory: object, adapter_name: str = "default") -
     return model
 
 
+def loaded_by_the_other(saver: str, base: nn.Module, directory: Path) -> nn.Module:
+    """The adapter that ``saver`` ("hf" or "ours") wrote to ``directory``, loaded into a copy of
+    ``base`` by the other library, for inference (its notices silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if saver == "hf":
+            return PeftModel.from_pretrained(copy.deepcopy(base), directory)
+        return peft.PeftModel.from_pretrained(copy.deepcopy(base), directory).eval()
+
+
 def our_model(base: nn.Module, config: PeftConfig, adapter_name: str = "default") -> PeftModel:
     from peft_core import get_peft_model
 

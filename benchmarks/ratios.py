@@ -44,15 +44,13 @@ _FLOOR_AIM = ("<= 1.10 (aim)", at_most(1.10))
 
 def _training(model: str, scenario: str, aim: bool) -> list[Ratio]:
     return [
-        Ratio(
-            f"training step, ours / HF ({model})", scenario, "ours", "hf", *(("<= 0.90", at_most(0.90)) if aim else ())
-        ),
+        Ratio(f"training step, ours / HF ({model})", scenario, "ours", "hf", *(_AT_MOST_090 if aim else ())),
         Ratio(
             f"training step, ours / floor ({model})",
             scenario,
             "ours",
             "floor",
-            *(("<= 1.10 (aim)", at_most(1.10)) if aim else ()),
+            *(_FLOOR_AIM if aim else ()),
         ),
         Ratio(f"training step, HF / floor ({model})", scenario, "hf", "floor"),
         Ratio(f"dropout 0.1 step / step, ours ({model})", scenario, "ours_dropout", "ours"),
@@ -67,6 +65,21 @@ def _training(model: str, scenario: str, aim: bool) -> list[Ratio]:
             at_most(1.0),
             per=("hf_dropout", "hf"),
         ),
+    ]
+
+
+def _step_vs_floor(title: str, scenario: str, where: str, target: float | None = None, prefix: str = "") -> list[Ratio]:
+    """A method's training step: ours / HF (against ``target``), ours / floor, HF / floor.
+
+    ``prefix`` starts the scenario's variant names when it holds several methods
+    (``loha_ours``, ``loha_hf``, ``loha_floor``).
+    """
+    ours, hf, floor = (f"{prefix}{name}" for name in ("ours", "hf", "floor"))
+    goal = () if target is None else (f"<= {target}", at_most(target))
+    return [
+        Ratio(f"{title} training step, ours / HF ({where})", scenario, ours, hf, *goal),
+        Ratio(f"{title} training step, ours / floor ({where})", scenario, ours, floor),
+        Ratio(f"{title} training step, HF / floor ({where})", scenario, hf, floor),
     ]
 
 
@@ -176,46 +189,8 @@ DEDICATED_RATIOS: list[Ratio] = [
         row
         for method, title in (("loha", "LoHa"), ("lokr", "LoKr"), ("oft", "OFT"))
         for row in (
-            Ratio(
-                f"{title} training step, ours / HF (llama-tiny)",
-                "train_structured_llama",
-                f"{method}_ours",
-                f"{method}_hf",
-                "<= 0.8",
-                at_most(0.8),
-            ),
-            Ratio(
-                f"{title} training step, ours / floor (llama-tiny)",
-                "train_structured_llama",
-                f"{method}_ours",
-                f"{method}_floor",
-            ),
-            Ratio(
-                f"{title} training step, HF / floor (llama-tiny)",
-                "train_structured_llama",
-                f"{method}_hf",
-                f"{method}_floor",
-            ),
-            Ratio(
-                f"{title} training step, ours / HF (ConvNet)",
-                "train_structured_conv",
-                f"{method}_ours",
-                f"{method}_hf",
-                "<= 0.8",
-                at_most(0.8),
-            ),
-            Ratio(
-                f"{title} training step, ours / floor (ConvNet)",
-                "train_structured_conv",
-                f"{method}_ours",
-                f"{method}_floor",
-            ),
-            Ratio(
-                f"{title} training step, HF / floor (ConvNet)",
-                "train_structured_conv",
-                f"{method}_hf",
-                f"{method}_floor",
-            ),
+            *_step_vs_floor(title, "train_structured_llama", "llama-tiny", 0.8, prefix=f"{method}_"),
+            *_step_vs_floor(title, "train_structured_conv", "ConvNet", 0.8, prefix=f"{method}_"),
             Ratio(f"{title} unmerged forward / base (llama-tiny)", "forward_structured", f"{method}_ours", "base"),
             Ratio(f"HF {title} unmerged forward / base (llama-tiny)", "forward_structured", f"{method}_hf", "base"),
         )
@@ -232,9 +207,7 @@ DEDICATED_RATIOS: list[Ratio] = [
 
 # DoRA and QLoRA: LoRA variants with scenarios of their own (benchmarks.scenarios.variants).
 VARIANT_RATIOS: list[Ratio] = [
-    Ratio("DoRA training step, ours / HF (llama-tiny)", "dora_train", "ours", "hf", "<= 0.85", at_most(0.85)),
-    Ratio("DoRA training step, ours / floor (llama-tiny)", "dora_train", "ours", "floor"),
-    Ratio("DoRA training step, HF / floor (llama-tiny)", "dora_train", "hf", "floor"),
+    *_step_vs_floor("DoRA", "dora_train", "llama-tiny", 0.85),
     Ratio(
         "DoRA unmerged forward, ours / HF (llama-tiny)",
         "dora_forward",
@@ -245,9 +218,7 @@ VARIANT_RATIOS: list[Ratio] = [
     ),
     Ratio("DoRA unmerged forward / base (llama-tiny)", "dora_forward", "ours_unmerged", "base"),
     Ratio("HF DoRA unmerged forward / base (llama-tiny)", "dora_forward", "hf_unmerged", "base"),
-    Ratio("QLoRA NF4 training step, ours / HF (llama-tiny)", "qlora_train", "ours", "hf"),
-    Ratio("QLoRA NF4 training step, ours / floor (llama-tiny)", "qlora_train", "ours", "floor"),
-    Ratio("QLoRA NF4 training step, HF / floor (llama-tiny)", "qlora_train", "hf", "floor"),
+    *_step_vs_floor("QLoRA NF4", "qlora_train", "llama-tiny"),
 ]
 
 

@@ -109,17 +109,24 @@ def lora_conversion(
     return Conversion(config.model_copy(update={"lora_bias": bool(biases)}), tensors, report)
 
 
-def convert_to_lora(
+def conversion_at(
     model: nn.Module, rank: int | float, adapter_name: str = "default", progressbar: bool = False
-) -> tuple[LoraConfig, dict[str, Tensor]]:
-    """As Hugging Face PEFT's ``convert_to_lora``: an int ``rank``, or a float energy threshold."""
-    conversion = lora_conversion(
+) -> Conversion:
+    """``lora_conversion`` with Hugging Face PEFT's ``rank`` argument: an int rank, or a float energy threshold."""
+    return lora_conversion(
         model,
         adapter_name,
         rank=rank if isinstance(rank, int) else None,
         energy=None if isinstance(rank, int) else float(rank),
         progressbar=progressbar,
     )
+
+
+def convert_to_lora(
+    model: nn.Module, rank: int | float, adapter_name: str = "default", progressbar: bool = False
+) -> tuple[LoraConfig, dict[str, Tensor]]:
+    """As Hugging Face PEFT's ``convert_to_lora``: an int ``rank``, or a float energy threshold."""
+    conversion = conversion_at(model, rank, adapter_name, progressbar)
     return conversion.config, conversion.tensors
 
 

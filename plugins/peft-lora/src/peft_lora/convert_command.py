@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from peft_core import PeftError, PeftModel
-from peft_lora.conversion import Conversion, lora_conversion
+from peft_lora.conversion import Conversion, conversion_at, lora_conversion
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -40,13 +40,7 @@ def save_as_lora(
 
     As Hugging Face PEFT's ``save_as_lora``; returns the conversion (with the per-layer errors).
     """
-    conversion = lora_conversion(
-        model,
-        adapter_name,
-        rank=rank if isinstance(rank, int) else None,
-        energy=None if isinstance(rank, int) else float(rank),
-        progressbar=progressbar,
-    )
+    conversion = conversion_at(model, rank, adapter_name, progressbar)
     write_lora(Path(path), conversion)
     return conversion
 

@@ -14,7 +14,14 @@ from peft_core.contract.biases import trained_biases
 from peft_core.contract.capabilities import Capabilities
 from peft_core.contract.config import PeftConfig, TargetedConfig, TaskType, check_regex, is_neutral
 from peft_core.contract.hookspecs import hookimpl, hookspec
-from peft_core.contract.layer import AdapterLayer, Merge, adapter_layers, add_deltas, weights_will_be_loaded
+from peft_core.contract.layer import (
+    AdapterLayer,
+    Merge,
+    adapter_layers,
+    add_deltas,
+    plain_modules,
+    weights_will_be_loaded,
+)
 from peft_core.contract.matching import (
     ALL_LINEAR,
     closest_names,
@@ -80,6 +87,7 @@ __all__ = [
     "matches",
     "matching_entry",
     "output_head_names",
+    "plain_modules",
     "records_grad",
     "trained_biases",
     "unmatched_entries",

@@ -6,7 +6,7 @@ from typing import Literal
 
 from torch import nn
 
-from peft_core.contract.layer import AdapterLayer
+from peft_core.contract.layer import AdapterLayer, plain_modules
 
 BiasChoice = Literal["none", "all", "lora_only"]
 
@@ -21,17 +21,15 @@ def trained_biases(model: nn.Module, bias: BiasChoice, layer_type: type[AdapterL
     if bias == "none":
         return {}
     found: dict[str, nn.Parameter] = {}
-    skip: list[str] = []
-    for path, module in model.named_modules():
-        if any(path.startswith(prefix) for prefix in skip):
-            continue
+    for path, module in plain_modules(model, root=True):
         if isinstance(module, layer_type):
-            skip.append(path + ".")
             base_bias = getattr(module.base_layer, "bias", None)
             if isinstance(base_bias, nn.Parameter):
                 found[f"{path}.base_layer.bias" if path else "base_layer.bias"] = base_bias
-        elif isinstance(module, AdapterLayer):
-            skip.append(path + ".")
-        elif bias == "all" and isinstance(own := module._parameters.get("bias"), nn.Parameter):
+        elif (
+            bias == "all"
+            and not isinstance(module, AdapterLayer)  # a modules_to_save copy: saved whole, with its own bias
+            and isinstance(own := module._parameters.get("bias"), nn.Parameter)
+        ):
             found[f"{path}.bias" if path else "bias"] = own
     return found

@@ -280,6 +280,18 @@ class AdapterLayer(nn.Module):
         return f"adapters={self.adapter_names}, active={self.active_adapters}, merged={self.merged_adapters}"
 
 
+def plain_modules(model: nn.Module, root: bool = False) -> Iterator[tuple[str, nn.Module]]:
+    """Named modules of ``model`` (``model`` itself only with ``root``), not descending into
+    adapter layers: those are yielded, their insides not."""
+    inside: list[str] = []
+    for path, module in model.named_modules():
+        if (not path and not root) or any(path.startswith(prefix) for prefix in inside):
+            continue
+        if isinstance(module, AdapterLayer):
+            inside.append(path + ".")
+        yield path, module
+
+
 def adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
     """Every adapter layer of ``model`` with its dotted path, in ``named_modules`` order.
 

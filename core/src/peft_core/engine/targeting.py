@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
 from peft_core.contract.config import PeftConfig
-from peft_core.contract.layer import AdapterLayer
+from peft_core.contract.layer import AdapterLayer, plain_modules
 from peft_core.contract.matching import (
     ALL_LINEAR,
     describe_unmatched,
@@ -53,17 +53,6 @@ def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     """Replace the submodule at dotted ``path`` (which must exist)."""
     parent_path, _, leaf = path.rpartition(".")
     setattr(model.get_submodule(parent_path), leaf, module)
-
-
-def plain_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """Named modules of ``model``, not descending into adapter layers (they are yielded)."""
-    inside: list[str] = []
-    for path, module in model.named_modules():
-        if not path or any(path.startswith(prefix) for prefix in inside):
-            continue
-        if isinstance(module, AdapterLayer):
-            inside.append(path + ".")
-        yield path, module
 
 
 def with_default_targets(tuner: BaseTuner, model: nn.Module, config: PeftConfig, required: bool = True) -> PeftConfig:

@@ -26,6 +26,7 @@ from peft_core.contract import (
     Merge,
     PeftError,
     matches,
+    plain_modules,
     weights_will_be_loaded,
 )
 from peft_lora.config import LoraConfig
@@ -129,13 +130,8 @@ def tied_heads(model: nn.Module, config: LoraConfig) -> tuple[list[str], dict[st
 def modules_sharing(model: nn.Module, embedding_path: str, weight: Tensor) -> list[str]:
     """Modules other than the embedding whose weight is ``weight`` itself (not inside adapter layers)."""
     found: list[str] = []
-    inside: list[str] = []
-    for path, module in model.named_modules():
-        if not path or any(path.startswith(prefix) for prefix in inside):
-            continue
-        if isinstance(module, AdapterLayer):
-            inside.append(path + ".")
-            module = module.base_layer
-        if path != embedding_path and module._parameters.get("weight") is weight:
+    for path, module in plain_modules(model):
+        own = module.base_layer if isinstance(module, AdapterLayer) else module
+        if path != embedding_path and own._parameters.get("weight") is weight:
             found.append(path)
     return found

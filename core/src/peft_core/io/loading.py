@@ -53,15 +53,13 @@ def get_peft_model_state_dict(
     """
     if state_dict is not None:
         tensors = select_adapter_state_dict(model, state_dict, adapter_name)
-        if _is_plain(model):
-            return {key.removeprefix(MODEL_PREFIX): tensor for key, tensor in tensors.items()}
-        return tensors
-    try:
-        tensors = view_of(model).tensors_to_save(adapter_name)
-    except AdapterSaveError:
-        raise  # ungathered ZeRO-3 partitions: the error names the gathering helper
-    except PeftError as exc:
-        raise AdapterLoadError(str(exc)) from None
+    else:
+        try:
+            tensors = view_of(model).tensors_to_save(adapter_name)
+        except AdapterSaveError:
+            raise  # ungathered ZeRO-3 partitions: the error names the gathering helper
+        except PeftError as exc:
+            raise AdapterLoadError(str(exc)) from None
     if _is_plain(model):
         return {key.removeprefix(MODEL_PREFIX): tensor for key, tensor in tensors.items()}
     return tensors

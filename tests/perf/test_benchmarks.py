@@ -142,3 +142,16 @@ def test_every_method_plugin_of_the_repo_has_its_rows() -> None:
     for case in METHODS:
         assert f"method_{case.name}" in SCENARIOS
         assert {f"{case.title} training step, ours / HF", f"{case.title} unmerged forward, ours / HF"} <= labels
+
+
+def test_update_replaces_the_rerun_scenarios_and_keeps_the_others(tmp_path: Path) -> None:
+    first = ["--quick", "--in-process", "--output-dir", str(tmp_path), "--only"]
+    assert run.main([*first, "mixed_linear_stack,peak_memory"]) == 0
+    before = json.loads((tmp_path / "results.json").read_text())
+    assert run.main([*first, "mixed_linear_stack", "--update"]) == 0
+    after = json.loads((tmp_path / "results.json").read_text())
+    assert list(after["scenarios"]) == ["mixed_linear_stack", "peak_memory"]  # order kept
+    assert after["scenarios"]["peak_memory"] == before["scenarios"]["peak_memory"]
+    assert after["scenarios"]["mixed_linear_stack"] != before["scenarios"]["mixed_linear_stack"]  # new timings
+    assert [v for k, v in after["meta"].items() if k.startswith("rerun ")] == ["mixed_linear_stack"]
+    assert {r["label"] for r in after["ratios"]} == {r["label"] for r in before["ratios"]}
